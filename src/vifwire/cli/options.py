@@ -1,0 +1,117 @@
+"""Shared CLI options: guest options and host facts, parsed once, the same everywhere."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable
+
+import click
+
+from vifwire.renderers.options import Bandwidth, GuestOptions
+
+
+def read_input(file: Any) -> str:
+    try:
+        return file.read()
+    except UnicodeDecodeError as exc:
+        from vifwire.errors import InvalidInput, VifError
+
+        raise InvalidInput([VifError(getattr(file, "name", "<input>"), "document", f"is not UTF-8: {exc.reason}")])
+
+
+def _parse_bandwidth(ctx: click.Context, param: click.Parameter, value: str | None) -> Bandwidth:
+    if value is None:
+        return Bandwidth()
+    parts = value.split(",")
+    if len(parts) > 3:
+        raise click.BadParameter("expected AVG,PEAK,BURST (empty fields allowed, e.g. 1000,,64)")
+    parts += [""] * (3 - len(parts))
+    nums: list[int | None] = []
+    for p in parts:
+        p = p.strip()
+        if p == "":
+            nums.append(None)
+        elif p.isdigit():
+            nums.append(int(p))
+        else:
+            raise click.BadParameter(f"{p!r} is not a non-negative integer (KB/s, KB/s, KB)")
+    return Bandwidth(average=nums[0], peak=nums[1], burst=nums[2])
+
+
+def _compose(*decorators: Callable) -> Callable:
+    def wrap(f: Callable) -> Callable:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return wrap
+
+
+bandwidth_options = _compose(
+    click.option("--bandwidth-in", callback=_parse_bandwidth, metavar="AVG,PEAK,BURST",
+                 help="Inbound quota in Nova's units (KB/s,KB/s,KB); empty fields allowed."),
+    click.option("--bandwidth-out", callback=_parse_bandwidth, metavar="AVG,PEAK,BURST",
+                 help="Outbound quota in Nova's units (KB/s,KB/s,KB)."),
+)
+
+guest_options = _compose(
+    click.option("--virt-type", type=click.Choice(["kvm", "qemu", "lxc", "parallels"]), default="kvm",
+                 show_default=True, help="libvirt virt type of the guest."),
+    click.option("--model", default=None, metavar="MODEL",
+                 help="NIC model (virtio, e1000, ...); 'none' omits it. Default as Nova: virtio for kvm/qemu/parallels."),
+    click.option("--queues", type=click.IntRange(1, 256), default=None, help="Multiqueue: number of queues."),
+    click.option("--rx-queue-size", type=click.Choice(["256", "512", "1024"]), default=None,
+                 help="virtio RX queue size."),
+    click.option("--tx-queue-size", type=click.Choice(["256", "512", "1024"]), default=None,
+                 help="virtio TX queue size."),
+    click.option("--packed", is_flag=True, help="Use virtio packed virtqueues."),
+    bandwidth_options,
+    click.option("--vf-netdev", default=None, metavar="NAME",
+                 help="The VF's netdev for direct/macvtap types when no real VF can be looked up."),
+)
+
+host_fact_options = _compose(
+    click.option("--hypervisor", type=click.Choice(["libvirt", "lxd"]), default="libvirt", show_default=True,
+                 help="Guest hypervisor; lxd selects the tap/tin veth wiring (seed 000)."),
+    click.option("--libvirt-version", default="10.0.0", show_default=True, metavar="X.Y.Z",
+                 help="libvirt version on the host (OVS virtualport needs >= 0.9.11)."),
+    click.option("--firewall/--no-firewall", default=False, show_default=True,
+                 help="Host firewalling required (forces OVS hybrid plugging unless the network filters)."),
+    click.option("--ovs-datapath", type=click.Choice(["system", "netdev"]), default="system", show_default=True,
+                 help="Datapath type for OVS bridges vifwire creates."),
+    click.option("--anti-spoof", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+                 help="Anti-spoofing filters: auto = unless the binding says port_filter=true."),
+)
+
+
+def guest_from(kw: dict[str, Any]) -> GuestOptions:
+    return GuestOptions(
+        virt_type=kw.get("virt_type") or "kvm",
+        model=kw.get("model"),
+        queues=kw.get("queues"),
+        rx_queue_size=int(kw["rx_queue_size"]) if kw.get("rx_queue_size") else None,
+        tx_queue_size=int(kw["tx_queue_size"]) if kw.get("tx_queue_size") else None,
+        packed=bool(kw.get("packed")),
+        bandwidth_in=kw.get("bandwidth_in") or Bandwidth(),
+        bandwidth_out=kw.get("bandwidth_out") or Bandwidth(),
+        vf_netdev=kw.get("vf_netdev"),
+    )
+
+
+def facts_from(kw: dict[str, Any], force_hypervisor: str | None = None, guest_netns: str | None = None):
+    from vifwire.planner.facts import HostFacts, parse_version
+
+    try:
+        version = parse_version(kw.get("libvirt_version") or "10.0.0")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--libvirt-version")
+    return HostFacts(
+        hypervisor=force_hypervisor or kw.get("hypervisor") or "libvirt",
+        libvirt_version=version,
+        firewall=bool(kw.get("firewall")),
+        ovs_datapath=kw.get("ovs_datapath") or "system",
+        anti_spoof=kw.get("anti_spoof") or "auto",
+        guest_netns=guest_netns or kw.get("guest_netns"),
+        multiqueue=bool(kw.get("queues") and kw["queues"] > 1),
+    )

@@ -1,0 +1,146 @@
+"""The validated port binding: one typed model for every vif_type.
+
+A :class:`Binding` is what every later layer works from. It keeps two views:
+
+* ``vif`` - the binding as a Nova ``network_info`` VIF dict. Renderers read it
+  so that their output can be compared with Nova's for the very same input.
+* ``spec`` - the typed, validated parameters for the vif_type (seed 004's
+  "required parameters"), which the planner reads. Anything the planner needs
+  is in ``spec``; it never digs in raw dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OvsSpec(_Spec):
+    """Open vSwitch port (vif_type ``ovs`` and ``agilio_ovs``).
+
+    ``hybrid_plug``/``create_tap``/``port_filter`` are ``None`` when the
+    binding does not say, so the planner can tell "absent" from "false" and
+    apply seed 004's automatic choice only when the binding is silent.
+    """
+
+    kind: Literal["ovs"] = "ovs"
+    bridge: str
+    interface_id: str
+    hybrid_plug: bool | None = None
+    create_tap: bool | None = None
+    port_filter: bool | None = None
+    datapath_type: str | None = None
+    isolate_vif: bool = False
+    representor: bool = False
+
+
+class BridgeSpec(_Spec):
+    """Linux bridge (vif_type ``bridge``)."""
+
+    kind: Literal["bridge"] = "bridge"
+    bridge: str
+    should_create_bridge: bool = True
+    vlan: int | None = None
+    bridge_interface: str | None = None
+    port_filter: bool | None = None
+
+
+class TapSpec(_Spec):
+    """Unbridged routed TAP (vif_type ``tap``, seed 003)."""
+
+    kind: Literal["tap"] = "tap"
+    mac: str | None = None
+    port_filter: bool | None = None
+
+
+class QbgSpec(_Spec):
+    """VEPA 802.1Qbg: all four parameters within libvirt's ranges."""
+
+    kind: Literal["qbg"] = "qbg"
+    interface: str
+    managerid: int = Field(ge=0, le=255)
+    typeid: int = Field(ge=0, le=16777215)
+    typeidversion: int = Field(ge=0, le=255)
+    instanceid: str
+
+
+class QbhSpec(_Spec):
+    kind: Literal["qbh"] = "qbh"
+    profileid: str
+    pci_slot: str
+
+
+class MacvtapSpec(_Spec):
+    kind: Literal["macvtap"] = "macvtap"
+    source: str
+    mode: Literal["vepa", "bridge", "private", "passthrough"]
+    physical_interface: str
+    vlan: int | None = None
+
+
+class PciSpec(_Spec):
+    """SR-IOV / passthrough types (hw_veb, hostdev_physical, ib_hostdev)."""
+
+    kind: Literal["pci"] = "pci"
+    pci_slot: str
+    vlan: int | None = None
+
+
+class VhostUserSpec(_Spec):
+    """vhost-user socket, optionally an OVS(-DPDK) port (``vhostuser_ovs_plug``)."""
+
+    kind: Literal["vhostuser"] = "vhostuser"
+    socket: str
+    mode: Literal["client", "server"]
+    ovs_plug: bool = False
+    bridge: str | None = None
+    interface_id: str | None = None
+    datapath_type: str | None = None
+
+
+class EthernetSpec(_Spec):
+    """Legacy types Nova renders as a plain ``type="ethernet"`` tap."""
+
+    kind: Literal["ethernet"] = "ethernet"
+
+
+Spec = Annotated[
+    Union[OvsSpec, BridgeSpec, TapSpec, QbgSpec, QbhSpec, MacvtapSpec, PciSpec,
+          VhostUserSpec, EthernetSpec],
+    Field(discriminator="kind"),
+]
+
+
+class AddressPair(_Spec):
+    ip: str  # address or CIDR
+    mac: str | None = None
+
+
+class Binding(BaseModel):
+    """One port, validated."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    port_id: str
+    vif_type: str
+    vnic_type: str = "normal"
+    mac: str  # normalised lower-case aa:bb:cc:dd:ee:ff
+    devname: str
+    mtu: int | None = None
+    network_id: str | None = None
+    instance_id: str | None = None
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    allowed_address_pairs: tuple[AddressPair, ...] = ()
+    spec: Spec
+    vif: dict[str, Any]  # Nova network_info VIF (for renderers / Nova parity)
+    source: Literal["neutron", "nova"] = "nova"
+
+    @property
+    def port_filter(self) -> bool | None:
+        return getattr(self.spec, "port_filter", None)

@@ -1,0 +1,53 @@
+"""Device names: how they are derived and what the kernel accepts.
+
+Derivations follow Nova/os-vif exactly (prefix + port id, cut to 14
+characters, ``NIC_NAME_LEN``) so that devices made by vifwire, Nova and
+os-vif for the same port have the same names and can be found by each other.
+"""
+
+from __future__ import annotations
+
+NIC_NAME_LEN = 14
+IFNAMSIZ = 15  # usable bytes in a Linux interface name (16 with the NUL)
+
+#: Prefixes vifwire (and Nova/os-vif/nova-lxd) give the devices of a port.
+PREFIXES = ("tap", "tin", "qbr", "qvb", "qvo", "vhu")
+
+
+def derive(prefix: str, port_id: str) -> str:
+    return (prefix + port_id)[:NIC_NAME_LEN]
+
+
+def tin_for(devname: str) -> str:
+    """nova-lxd's guest end: the devname with ``tap`` replaced by ``tin``."""
+    if devname.startswith("tap"):
+        return "tin" + devname[3:]
+    return ("tin" + devname)[:NIC_NAME_LEN]
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` is not a valid Linux interface name, or ``None``.
+
+    Mirrors the kernel's ``dev_valid_name()``: 1-15 bytes, not ``.``/``..``,
+    no ``/``, ``:``, whitespace or NUL.
+    """
+    if not isinstance(name, str):
+        return f"must be a string, got {type(name).__name__}"
+    if not name:
+        return "is empty"
+    raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) > IFNAMSIZ:
+        return f"{name!r} is {len(raw)} bytes long, the limit is {IFNAMSIZ}"
+    if name in (".", ".."):
+        return f"{name!r} is not a valid interface name"
+    if "\x00" in name:
+        return "contains a NUL byte"
+    if "/" in name:
+        return f"{name!r} contains '/'"
+    if ":" in name:
+        return f"{name!r} contains ':'"
+    if any(c.isspace() for c in name):
+        return f"{name!r} contains whitespace"
+    if not name.isprintable():
+        return f"{name!r} contains a control character"
+    return None

@@ -1,0 +1,44 @@
+"""Host facts: what the planner needs to know about the host, as plain data.
+
+The planner never probes the host. Whoever calls it (CLI, API user, tests)
+supplies these facts, which keeps planning a pure, repeatable function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: libvirt learned ``<virtualport type="openvswitch">`` in 0.9.11 (seed 004).
+LIBVIRT_VIRTUALPORT_MIN = (0, 9, 11)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """Facts about the host a VIF is planned for.
+
+    ``firewall``: host firewalling (security groups applied on the host) is
+    required. Seed 004: with OVS this forces the hybrid qbr/qvb/qvo wiring
+    unless the network already filters (``port_filter``).
+    ``anti_spoof``: ``auto`` filters unless the binding says the back-end
+    already filters; ``on``/``off`` force it.
+    ``guest_netns``: for container guests whose namespace already exists, the
+    ``tin`` end is created directly inside it.
+    """
+
+    hypervisor: Literal["libvirt", "lxd"] = "libvirt"
+    libvirt_version: tuple[int, int, int] = (10, 0, 0)
+    firewall: bool = False
+    ovs_datapath: Literal["system", "netdev"] = "system"
+    anti_spoof: Literal["auto", "on", "off"] = "auto"
+    guest_netns: str | None = None
+    multiqueue: bool = False
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``"8.0.0"`` -> ``(8, 0, 0)``; raises ``ValueError`` on nonsense."""
+    parts = text.strip().split(".")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{text!r} is not a version like 8.0.0")
+    nums = [int(p) for p in parts] + [0] * (3 - len(parts))
+    return (nums[0], nums[1], nums[2])

@@ -1,0 +1,91 @@
+"""The plan: what the generic driver decided, as data.
+
+A plan is the contract between the planner and the executors. It is plain,
+JSON-serialisable data so that it can be printed (``vifwire plan``), stored
+with the attachment, and replayed backwards at unplug time without the
+binding being available any more.
+
+Host step operations (``Step.op``) and their ``args``:
+
+``tap``          name, mac?, mtu?, multiqueue - a persistent tap, up
+``veth``         name, peer, mtu?, peer_netns? - a veth pair, both ends up; the
+                 peer is created directly in ``peer_netns`` when given
+``bridge``       name, mtu?, shared - ensure a Linux bridge (fwd delay 0, STP off,
+                 no IPv6); ``shared`` bridges outlive the port and are removed
+                 only with the last port, and only if vifwire created them
+``master``       name, master - enslave a link to a bridge
+``macvtap``      name, source, mode, mac?, mtu? - a macvtap on ``source``
+``vlan``         name, parent, vlan_id - ensure a VLAN sub-interface
+``require_link`` name, why - the link must exist (nothing is created)
+``ovs_bridge``   name, datapath_type - ensure an OVS bridge exists (never removed)
+``ovs_port``     bridge, name, iface_type, external_ids, mtu_request?, tag?, options
+``routes``       dev, addresses - host routes (/32, /128) to the guest via dev
+``sysctls``      dev, values {name: value} - per-device sysctls
+``proxy_ndp``    dev, addresses - IPv6 neighbour proxy entries
+``antispoof``    ifname, mac, ipv4, ipv6, pairs, bridged - anti-spoofing filter
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    op: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    why: str = ""
+
+    def describe(self) -> str:
+        main = self.args.get("name") or self.args.get("dev") or self.args.get("ifname") or ""
+        extra = ""
+        if self.op == "veth":
+            extra = f" <-> {self.args['peer']}" + (f" (in {self.args['peer_netns']})" if self.args.get("peer_netns") else "")
+        elif self.op == "master":
+            extra = f" -> {self.args['master']}"
+        elif self.op == "ovs_port":
+            extra = f" on {self.args['bridge']}"
+        elif self.op == "macvtap":
+            extra = f" on {self.args['source']} mode {self.args['mode']}"
+        elif self.op in ("routes", "proxy_ndp"):
+            extra = " " + ",".join(self.args.get("addresses", []))
+        return f"{self.op} {main}{extra}".rstrip()
+
+
+class GuestConfig(BaseModel):
+    """The guest side: a libvirt ``<interface>`` (or ``<hostdev>``) or LXD devices."""
+
+    kind: str  # "libvirt" | "lxd"
+    xml: str | None = None
+    devices: dict[str, dict[str, str]] | None = None
+
+
+class Plan(BaseModel):
+    port_id: str
+    instance_id: str | None = None
+    devname: str
+    mac: str
+    vif_type: str
+    vnic_type: str
+    hypervisor: str
+    strategy: str
+    reason: str
+    steps: list[Step]
+    guest: GuestConfig | None = None
+
+    def devices(self) -> list[str]:
+        """Kernel devices this plan creates (and therefore owns)."""
+        out = []
+        for s in self.steps:
+            if s.op in ("tap", "macvtap", "vlan"):
+                out.append(s.args["name"])
+            elif s.op == "veth":
+                out.append(s.args["name"])
+                if not s.args.get("peer_netns"):
+                    out.append(s.args["peer"])
+            elif s.op == "bridge" and not s.args.get("shared"):
+                out.append(s.args["name"])
+        return out
