@@ -101,20 +101,32 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _reap(pid: int) -> None:
-    """waitpid() ``pid`` if it is our (possibly adopted) child; never blocks."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+def _reap(pid: int) -> bool | None:
+    """waitpid() ``pid`` if it is our (possibly adopted) child; never blocks.
+
+    True: reaped now; False: our child, not reapable yet; None: not our child.
+    """
+    try:
+        got, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    except OSError:
+        return None
+    return got == pid
 
 
 def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (zombies get reaped)."""
+    """True while ``pid`` exists and is not a reaped/foreign zombie.
+
+    A multi-threaded daemon shows state ``Z`` as soon as its main thread
+    exits, but waitpid() only succeeds once every thread is gone; until then
+    it counts as alive so callers keep waiting (and reap it).
+    """
     state = _proc_state(pid)
     if state is None:
         return False
     if state in ("Z", "X"):
-        _reap(pid)
-        return False
+        return _reap(pid) is False
     return True
 
 
@@ -403,11 +415,23 @@ class PrivateOVS:
         return bool(pid) and _owned(pid, self.rundir or "\0")
 
     def pause_vswitchd(self) -> None:
-        """SIGSTOP ovs-vswitchd (it stops applying DB changes)."""
+        """SIGSTOP ovs-vswitchd (it stops applying DB changes); returns once
+        the kernel reports it stopped."""
         self._signal("ovs-vswitchd", signal.SIGSTOP)
+        self._wait_state("ovs-vswitchd", lambda s: s in ("T", "t"))
 
     def resume_vswitchd(self) -> None:
         self._signal("ovs-vswitchd", signal.SIGCONT)
+        self._wait_state("ovs-vswitchd", lambda s: s not in ("T", "t"))
+
+    def _wait_state(self, daemon: str, ok, timeout: float = 2.0) -> None:
+        pid = self.pids[daemon]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = _proc_state(pid)
+            if st is None or ok(st):
+                return
+            time.sleep(0.002)
 
     def kill_ovsdb(self) -> None:
         """SIGKILL ovsdb-server (simulates a crash) and reap it."""
