@@ -182,4 +182,4 @@ def plan_cmd(file: Any, as_json: bool, **kw: Any) -> None:
         click.echo("")
 
 
-from vifwire.cli import wiring as _wiring  # noqa: E402,F401  (registers wiring commands)
+from vifwire.cli import wiring as _wiring  # noqa: E402,F401  (registers the wiring commands)

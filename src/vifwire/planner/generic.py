@@ -216,7 +216,8 @@ def _plan_lxd(b: Binding, f: HostFacts):
         return ("macvtap", f"macvtap on {spec.source} ({spec.mode}) passed to the container as a physical NIC",
                 [Step(op="macvtap", args={"name": tap, "source": spec.source, "mode": spec.mode,
                                           "mac": b.mac, "mtu": mtu})])
-    veth = Step(op="veth", args={"name": tap, "peer": tin, "mtu": mtu, "peer_netns": f.guest_netns},
+    veth = Step(op="veth", args={"name": tap, "peer": tin, "mtu": mtu, "peer_netns": f.guest_netns,
+                                "peer_mac": b.mac},
                 why="seed 000: tap end on the host, tin end for the container, made before it exists")
     if isinstance(spec, OvsSpec):
         choice, reason = _choose_ovs(b, spec, f)

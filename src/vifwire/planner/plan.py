@@ -8,8 +8,9 @@ binding being available any more.
 Host step operations (``Step.op``) and their ``args``:
 
 ``tap``          name, mac?, mtu?, multiqueue - a persistent tap, up
-``veth``         name, peer, mtu?, peer_netns? - a veth pair, both ends up; the
-                 peer is created directly in ``peer_netns`` when given
+``veth``         name, peer, mtu?, peer_netns?, peer_mac? - a veth pair, both ends
+                 up; the peer (``tin``, the guest end) gets the guest's MAC and is
+                 created directly in ``peer_netns`` when given
 ``bridge``       name, mtu?, shared - ensure a Linux bridge (fwd delay 0, STP off,
                  no IPv6); ``shared`` bridges outlive the port and are removed
                  only with the last port, and only if vifwire created them
@@ -23,6 +24,10 @@ Host step operations (``Step.op``) and their ``args``:
 ``sysctls``      dev, values {name: value} - per-device sysctls
 ``proxy_ndp``    dev, addresses - IPv6 neighbour proxy entries
 ``antispoof``    ifname, mac, ipv4, ipv6, pairs, bridged - anti-spoofing filter
+
+At unplug time the engine adds ``mac_fallback`` (the port's MAC) to the
+port's own device step, so a device named by an older version can still be
+found by MAC (seed 000).
 """
 
 from __future__ import annotations

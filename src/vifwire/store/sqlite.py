@@ -1,0 +1,155 @@
+"""The embedded attachment store: one SQLite file, WAL mode.
+
+Each plug is recorded in two short transactions: ``plugging`` before the host
+is touched (so a crash leaves a record that says which devices may exist) and
+``plugged`` after every step succeeded. A failed plug deletes its record in
+the same breath as it rolls the host back. Unplug works from the record alone:
+the stored plan lists every device and port the attachment owns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+DEFAULT_PATH = "/var/lib/vifwire/state.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS attachments (
+    port_id     TEXT PRIMARY KEY,
+    instance_id TEXT,
+    vif_type    TEXT NOT NULL,
+    devname     TEXT NOT NULL,
+    mac         TEXT NOT NULL,
+    netns       TEXT,
+    status      TEXT NOT NULL,
+    strategy    TEXT NOT NULL,
+    binding     TEXT NOT NULL,
+    plan        TEXT NOT NULL,
+    devices     TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attachments_mac ON attachments(mac);
+"""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    port_id: str
+    instance_id: str | None
+    vif_type: str
+    devname: str
+    mac: str
+    netns: str | None
+    status: str
+    strategy: str
+    binding: dict[str, Any]
+    plan: dict[str, Any]
+    devices: list[str]
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Store:
+    """Attachment records. Safe to open from several processes (SQLite locking)."""
+
+    def __init__(self, path: str = DEFAULT_PATH):
+        self.path = path
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes: each is one transaction -------------------------------------------------
+
+    def put_many(self, rows: Iterable[dict[str, Any]], status: str) -> None:
+        now = time.time()
+        with self._tx() as cur:
+            for r in rows:
+                cur.execute(
+                    """INSERT INTO attachments (port_id, instance_id, vif_type, devname, mac, netns, status,
+                           strategy, binding, plan, devices, created_at, updated_at)
+                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+                       ON CONFLICT(port_id) DO UPDATE SET instance_id=excluded.instance_id,
+                           vif_type=excluded.vif_type, devname=excluded.devname, mac=excluded.mac,
+                           netns=excluded.netns, status=excluded.status, strategy=excluded.strategy,
+                           binding=excluded.binding, plan=excluded.plan, devices=excluded.devices,
+                           updated_at=excluded.updated_at""",
+                    (r["port_id"], r.get("instance_id"), r["vif_type"], r["devname"], r["mac"], r.get("netns"),
+                     status, r["strategy"], json.dumps(r["binding"]), json.dumps(r["plan"]),
+                     json.dumps(r["devices"]), now, now),
+                )
+
+    def set_status(self, port_ids: Iterable[str], status: str) -> None:
+        now = time.time()
+        with self._tx() as cur:
+            cur.executemany("UPDATE attachments SET status=?, updated_at=? WHERE port_id=?",
+                            [(status, now, p) for p in port_ids])
+
+    def delete(self, port_ids: Iterable[str]) -> None:
+        with self._tx() as cur:
+            cur.executemany("DELETE FROM attachments WHERE port_id=?", [(p,) for p in port_ids])
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, port_id: str) -> Attachment | None:
+        row = self._db.execute("SELECT * FROM attachments WHERE port_id=?", (port_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def find_by_mac(self, mac: str) -> Attachment | None:
+        row = self._db.execute("SELECT * FROM attachments WHERE mac=?", (mac.lower(),)).fetchone()
+        return self._row(row) if row else None
+
+    def all(self, netns: str | None | type = ...) -> list[Attachment]:
+        rows = self._db.execute("SELECT * FROM attachments ORDER BY created_at, port_id").fetchall()
+        out = [self._row(r) for r in rows]
+        if netns is not ...:
+            out = [a for a in out if a.netns == netns]
+        return out
+
+    def snapshot(self) -> list[tuple]:
+        """Everything except timestamps, for tests that compare before/after."""
+        return self._db.execute(
+            "SELECT port_id, status, plan, devices FROM attachments ORDER BY port_id").fetchall()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _tx(self):
+        db = self._db
+
+        class _Tx:
+            def __enter__(self_inner):
+                db.execute("BEGIN IMMEDIATE")
+                return db.cursor()
+
+            def __exit__(self_inner, exc_type, exc, tb):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+
+        return _Tx()
+
+    @staticmethod
+    def _row(row: tuple) -> Attachment:
+        (port_id, instance_id, vif_type, devname, mac, netns, status, strategy, binding, plan, devices,
+         created_at, updated_at) = row
+        return Attachment(port_id, instance_id, vif_type, devname, mac, netns, status, strategy,
+                          json.loads(binding), json.loads(plan), json.loads(devices), created_at, updated_at)
