@@ -216,11 +216,13 @@ def _traffic(items, results, guest_ns, ctx, out) -> dict[str, Any]:
 
 
 def _segment(p) -> str | None:
+    """The L2 segment a port lands on: its OVS bridge, else its Linux bridge."""
+    for s in p.steps:
+        if s.op == "ovs_port":
+            return "ovs:" + s.args["bridge"]
     for s in p.steps:
         if s.op == "master":
             return s.args["master"]
-        if s.op == "ovs_port":
-            return s.args["bridge"]
     return None
 
 
