@@ -52,6 +52,16 @@ def handler(op: str) -> Handler:
 
 
 @dataclass
+class _Run:
+    """One port's plug in progress."""
+
+    plan: Plan
+    undos: list[tuple[Step, Callable[[], None]]] = field(default_factory=list)
+    deferred: list[tuple[int, Step]] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass
 class PlugResult:
     port_id: str
     ok: bool
@@ -83,11 +93,25 @@ class Wiring:
             for a in stale:
                 before[a.port_id] = None
         self.store.put_many((self._row(b, p) for b, p in items), status="plugging")
-        results: list[PlugResult] = []
+        runs = []
         for b, p in items:
-            results.append(self._plug_one(p))
+            runs.append(self._phase1(p))
             if self.progress:
                 self.progress(b.port_id)
+        self._phase2(runs)
+        results: list[PlugResult] = []
+        for run in runs:
+            if run.error is None and self.fail_at is not None and self.fail_at >= len(run.plan.steps):
+                run.error = HostError(run.plan.port_id, "commit", f"injected failure at step {self.fail_at}")
+            if run.error is not None:
+                rollback_errors = self._rollback(run.undos)
+                exc = run.error
+                msg = exc.line() if isinstance(exc, HostError) else _one_line(run.plan.port_id, exc)
+                if rollback_errors:
+                    msg += "; rollback incomplete: " + "; ".join(rollback_errors)
+                results.append(PlugResult(run.plan.port_id, False, run.plan, msg))
+            else:
+                results.append(PlugResult(run.plan.port_id, True, run.plan, changed=len(run.undos)))
         ok = [r.port_id for r in results if r.ok]
         failed = [r.port_id for r in results if not r.ok]
         if ok:
@@ -99,25 +123,55 @@ class Wiring:
                 self.store.put_many([_attachment_row(a)], status=a.status)
         return results
 
-    def _plug_one(self, plan: Plan) -> PlugResult:
+    def _phase1(self, plan: Plan) -> "_Run":
+        """Apply a port's steps in order, leaving batchable ones for phase 2."""
         self.ctx.port_id = plan.port_id
-        undos: list[tuple[Step, Callable[[], None]]] = []
+        run = _Run(plan)
         try:
             for k, step in enumerate(plan.steps):
+                h = handler(step.op)
+                if getattr(h, "deferrable", False):
+                    run.deferred.append((k, step))
+                    continue
                 if self.fail_at == k:
                     raise HostError(plan.port_id, step.op, f"injected failure at step {k}")
-                undo = handler(step.op).apply(step, self.ctx)
+                undo = h.apply(step, self.ctx)
                 if undo is not None:
-                    undos.append((step, undo))
-            if self.fail_at is not None and self.fail_at >= len(plan.steps):
-                raise HostError(plan.port_id, "commit", f"injected failure at step {self.fail_at}")
+                    run.undos.append((step, undo))
         except Exception as exc:  # noqa: BLE001 - any failure must roll back
-            rollback_errors = self._rollback(undos)
-            msg = exc.line() if isinstance(exc, HostError) else _one_line(plan.port_id, exc)
-            if rollback_errors:
-                msg += "; rollback incomplete: " + "; ".join(rollback_errors)
-            return PlugResult(plan.port_id, False, plan, msg)
-        return PlugResult(plan.port_id, True, plan, changed=len(undos))
+            run.error = exc
+        return run
+
+    def _phase2(self, runs: list["_Run"]) -> None:
+        """Batchable steps (OVS ports) of all ports, one batch per operation.
+
+        They come last in every plan that has them and nothing after them
+        depends on them, so deferring keeps each port's order intact.
+        """
+        by_op: dict[str, list[tuple[_Run, int, Step]]] = {}
+        for run in runs:
+            if run.error is None:
+                for k, step in run.deferred:
+                    by_op.setdefault(step.op, []).append((run, k, step))
+        for op, entries in by_op.items():
+            todo = []
+            for run, k, step in entries:
+                if self.fail_at == k:
+                    run.error = HostError(run.plan.port_id, step.op, f"injected failure at step {k}")
+                elif run.error is None:
+                    todo.append((run, step))
+            if not todo:
+                continue
+            self.ctx.port_id = todo[0][0].plan.port_id if len(todo) == 1 else None
+            try:
+                outcomes = handler(op).apply_many([s for _, s in todo], self.ctx)
+            except Exception as exc:  # noqa: BLE001 - the whole batch failed
+                outcomes = [exc] * len(todo)
+            for (run, step), out in zip(todo, outcomes):
+                if isinstance(out, Exception):
+                    run.error = out
+                elif out is not None:
+                    run.undos.append((step, out))
 
     @staticmethod
     def _rollback(undos: list[tuple[Step, Callable[[], None]]]) -> list[str]:

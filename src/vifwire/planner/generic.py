@@ -137,7 +137,8 @@ def _plan_ovs_libvirt(b: Binding, spec: OvsSpec, f: HostFacts, g: GuestOptions):
     elif choice in ("create_tap", "manual"):
         steps.append(Step(op="tap", args={"name": b.devname, "mac": None, "mtu": mtu, "multiqueue": _mq(f, g)},
                           why="vifwire creates the tap; libvirt opens it"))
-        steps.append(_ovs_port(b, spec.bridge, b.devname, spec.interface_id, isolate=spec.isolate_vif))
+        steps.append(_ovs_port(b, spec.bridge, b.devname, spec.interface_id, isolate=spec.isolate_vif,
+                               device_ready=True))
     else:  # virtualport / delegate
         steps.append(_ovs_port(b, spec.bridge, b.devname, spec.interface_id, isolate=spec.isolate_vif))
     return ("ovs-" + choice.replace("_", "-"), reason, steps, ovs_strategy)
@@ -179,18 +180,24 @@ def _hybrid_steps(b: Binding, spec: OvsSpec, tap_on_qbr: bool = False) -> list[S
              why="per-port Linux bridge where host firewalling applies"),
         Step(op="veth", args={"name": qvb, "peer": qvo, "mtu": mtu}, why="links qbr to OVS"),
         Step(op="master", args={"name": qvb, "master": qbr}),
-        _ovs_port(b, spec.bridge, qvo, spec.interface_id, isolate=spec.isolate_vif),
+        _ovs_port(b, spec.bridge, qvo, spec.interface_id, isolate=spec.isolate_vif, device_ready=True),
     ]
     return steps
 
 
 def _ovs_port(b: Binding, bridge: str, name: str, iface_id: str, iface_type: str = "",
-              options: dict | None = None, isolate: bool = False) -> Step:
+              options: dict | None = None, isolate: bool = False, device_ready: bool = False) -> Step:
+    """An OVS port with the external_ids Neutron agents look for.
+
+    ``device_ready``: an earlier step of the plan creates the kernel device, so
+    OVS must give the port an ofport before the plug counts as done.
+    """
     ext = {"iface-id": iface_id, "iface-status": "active", "attached-mac": b.mac, OVS_OWNER_KEY: b.port_id}
     if b.instance_id:
         ext["vm-uuid"] = b.instance_id
     args = {"bridge": bridge, "name": name, "iface_type": iface_type, "external_ids": ext,
-            "mtu_request": b.mtu, "tag": 4095 if isolate else None, "options": options or {}}
+            "mtu_request": b.mtu, "tag": 4095 if isolate else None, "options": options or {},
+            "device_ready": device_ready}
     return Step(op="ovs_port", args=args,
                 why="dead VLAN 4095 until the agent sets the tag" if isolate else "")
 
@@ -226,7 +233,8 @@ def _plan_lxd(b: Binding, f: HostFacts):
             qbr = names.derive("qbr", b.port_id)
             steps += _hybrid_steps(b, spec) + [veth, Step(op="master", args={"name": tap, "master": qbr})]
             return "veth-ovs-hybrid", reason + "; container veth tap end on qbr", steps
-        steps += [veth, _ovs_port(b, spec.bridge, tap, spec.interface_id, isolate=spec.isolate_vif)]
+        steps += [veth, _ovs_port(b, spec.bridge, tap, spec.interface_id, isolate=spec.isolate_vif,
+                                  device_ready=True)]
         return "veth-ovs", "container veth, tap end on OVS bridge " + spec.bridge, steps
     if isinstance(spec, BridgeSpec):
         steps = []
