@@ -171,6 +171,17 @@ def build_cases():
     add("ovs-hybrid-no-devname", dict(ovs_vif(hybrid=True), devname=None),
         virt="qemu")
     add("ovs-legacy-model-name", ovs_vif(), model="VirtualE1000")
+    add("ovs-uppercase-model-name", ovs_vif(), model="VIRTIO", queues=2)
+    add("ovs-mq-300-queues", ovs_vif(), queues=300)
+    add("ovs-vnic-type-null", dict(ovs_vif(), vnic_type=None), **FULL)
+    add("ovs-vnic-type-absent", {k: v for k, v in ovs_vif().items()
+                                 if k != "vnic_type"})
+    add("ovs-details-null", dict(ovs_vif(), details=None))
+    add("ovs-interfaceid-null", dict(ovs_vif(), ovs_interfaceid=None))
+    add("ovs-hybrid-plug-string-false-is-truthy",
+        ovs_vif(hybrid="False"), virt="qemu")
+    add("ovs-create-tap-beats-delegate",
+        dict(ovs_vif(ovs_create_tap=True), delegate_create=True))
     add("ovs-direct-physical-vnic", ovs_vif(vnic="direct-physical"), **FULL)
     add("ovs-macvtap-vnic", ovs_vif(vnic="macvtap"), virt="qemu", **FULL)
     # --- ovs, hardware offload (representor) and friends
@@ -193,6 +204,13 @@ def build_cases():
     add("strategy-create-tap", ovs_vif(hybrid=True), strategy="create_tap",
         **FULL)
     add("strategy-delegate", ovs_vif(), strategy="delegate")
+    add("strategy-manual-over-hybrid", ovs_vif(hybrid=True),
+        strategy="manual")
+    add("strategy-hybrid-over-create-tap", ovs_vif(ovs_create_tap=True),
+        strategy="hybrid", virt="qemu")
+    add("strategy-virtualport-over-delegate",
+        dict(ovs_vif(), delegate_create=True), strategy="virtualport",
+        **BW_PARTIAL)
     # --- schema-driven differences on the OVS path
     add("ovs-multicast-mac", dict(ovs_vif(), address="fb:16:3e:4d:5e:6f"),
         expect="schema", why="libvirt requires a unicast MAC (uniMacAddr)")
@@ -210,6 +228,8 @@ def build_cases():
     add("agilio-normal-kvm", dict(ovs_vif(), type="agilio_ovs"), **FULL)
     add("agilio-direct", dict(ovs_vif(vnic="direct"), type="agilio_ovs",
                               profile={"pci_slot": PCI}))
+    add("agilio-vdpa", dict(ovs_vif(vnic="vdpa"), type="agilio_ovs",
+                            profile={"pci_slot": PCI}))
     add("agilio-virtio-forwarder", dict(
         make_vif("agilio_ovs", vnic="virtio-forwarder", bridge="br-int",
                  details={"vhostuser_socket": SOCK, "vhostuser_mode": "client",
@@ -247,6 +267,7 @@ def build_cases():
         virt="parallels", queues=2)
     add("vhostuser-missing-socket", vhu(vhostuser_socket=None))
     add("vhostuser-bad-mode", vhu(vhostuser_mode="listen"))
+    add("vhostuser-null-mode", vhu(vhostuser_mode=None))
     add("vhostuser-relative-socket", vhu(vhostuser_socket="vhu.sock"),
         expect="schema", why="the socket path must be absolute")
 
@@ -286,6 +307,9 @@ def build_cases():
     add("tap-mtu-zero", make_vif("tap", mtu=0))
     add("tap-no-network", make_vif("tap", network=None))
     add("tap-uppercase-mac", make_vif("tap", address="FA:16:3E:4D:5E:6F"))
+    add("tap-no-mac", make_vif("tap", address=None))
+    add("tap-mtu-leading-zero", make_vif("tap", mtu="01500"))
+    add("tap-empty-network", make_vif("tap", network={}))
     add("tap-dashed-mac", make_vif("tap", address="fa-16-3e-4d-5e-6f"),
         expect="schema", why="legacy types use the MAC verbatim; libvirt "
                              "needs colons")
@@ -360,6 +384,9 @@ def build_cases():
     add("hw-veb-vlan-int-zero", veb_vif("direct", vlan=0))
     add("hw-veb-vlan-int", veb_vif("macvtap", vlan=42), vf_netdev=VF)
     add("hw-veb-vlan-missing", veb_vif("direct", vlan=None))
+    add("hw-veb-direct-physical-vnic", veb_vif("direct-physical"),
+        vf_netdev=VF, **FULL)
+    add("hw-veb-short-pci-domain", veb_vif("direct", pci="0:81:10.2"))
     add("hw-veb-no-profile", dict(veb_vif("direct"), profile=None))
     add("hw-veb-macvtap-no-vf-netdev", veb_vif("macvtap"))
     add("hw-veb-vlan-out-of-range", veb_vif("direct", vlan="5000"),
@@ -374,6 +401,8 @@ def build_cases():
     add("macvtap-lxc", make_vif("macvtap", details=dict(mvt)), virt="lxc")
     add("macvtap-nomodel", make_vif("macvtap", details=dict(mvt)),
         model="none")
+    add("macvtap-direct-vnic", make_vif("macvtap", vnic="direct",
+                                        details=dict(mvt)), **FULL)
     add("macvtap-missing-params", make_vif("macvtap", details={
         "macvtap_source": "eth1"}))
     add("macvtap-bad-mode", make_vif("macvtap", details=dict(
@@ -391,6 +420,9 @@ def build_cases():
     add("hostdev-physical-bad-pci", make_vif(
         "hostdev_physical", vnic="direct-physical",
         profile={"pci_slot": "not-a-pci"}))
+    add("hostdev-physical-0x-components", make_vif(
+        "hostdev_physical", vnic="direct-physical",
+        profile={"pci_slot": "0x0000:0x81:0x10.0x2"}))
     add("ib-hostdev", make_vif("ib_hostdev", vnic="direct",
                                profile={"pci_slot": PCI}))
 
@@ -644,9 +676,14 @@ def test_golden_file_is_current(nova_results):
         pytest.skip("comparing against the golden file itself")
     assert GOLDEN.exists(), (f"{GOLDEN} is missing: run the tests with "
                              "VIFWIRE_UPDATE_GOLDEN=1")
-    committed = json.loads(GOLDEN.read_text())["cases"]
-    assert committed == json.loads(json.dumps(_golden_entries(nova_results))), (
-        f"{GOLDEN.name} is stale: regenerate with VIFWIRE_UPDATE_GOLDEN=1")
+    committed = {e["case"]["name"]: e
+                 for e in json.loads(GOLDEN.read_text())["cases"]}
+    current = {e["case"]["name"]: e for e in
+               json.loads(json.dumps(_golden_entries(nova_results)))}
+    stale = sorted(n for n in committed.keys() | current.keys()
+                   if committed.get(n) != current.get(n))
+    assert not stale, (f"{GOLDEN.name} is stale for {stale}: regenerate "
+                       "with VIFWIRE_UPDATE_GOLDEN=1")
 
 
 # ---------------------------------------------------------------------------
