@@ -1,0 +1,230 @@
+"""Benchmark of the netlink executor against the ``ip -batch`` floor.
+
+For N VIFs of each wiring type, in a fresh sandbox namespace per round:
+
+* vifwire plug: the kernel handlers applying each VIF's steps (as a plan
+  would list them), one VIF after the other, one HostContext for the run;
+* the floor: ``ip -n NS -batch FILE`` doing the same device operations;
+* unplug one by one: each VIF's steps removed in reverse (a sample of
+  ``--unplug-sample`` VIFs: every removal pays an RCU grace period, so the
+  per-VIF cost is flat and sampling keeps the run short); the floor is
+  ``ip -batch`` with ``link del`` per device of the sample;
+* bulk unplug: :func:`remove_links_bulk` of every device of all N VIFs.
+
+Medians over ``--rounds`` rounds. Runs as root, entirely inside namespaces
+it creates (``vifwire.sandbox.netns``), which are always removed.
+
+    .venv/bin/python bench/kernel_bench.py [--sizes 200 1000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vifwire.executors import kernel as K
+from vifwire.executors.base import HANDLERS, HostContext
+from vifwire.planner.plan import Plan, Step
+from vifwire.sandbox import netns
+
+MTU = 1450
+
+
+def mac(i: int) -> str:
+    return f"fa:16:3e:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}"
+
+
+def _plan(steps: list[Step], i: int) -> Plan:
+    return Plan(port_id=f"p{i}", devname=f"tap{i:05d}", mac=mac(i), vif_type="bench",
+                vnic_type="normal", hypervisor="lxd", strategy="bench", reason="bench", steps=steps)
+
+
+@dataclass
+class Kind:
+    name: str
+    steps: Callable[[int], list[Step]]  # VIF i -> its steps
+    batch: Callable[[int], list[str]]  # VIF i -> ip -batch lines creating it
+    batch_del: Callable[[int], list[str]]  # VIF i -> ip -batch lines removing it
+    setup: Callable[[str], None] = lambda ns: None  # prerequisites (not timed)
+    note: str = ""
+
+
+def _ip(ns: str, *args: str) -> None:
+    subprocess.run(["ip", "-n", ns, *args], check=True)
+
+
+def _setup_bridge(ns: str) -> None:
+    _ip(ns, "link", "add", "br0", "mtu", str(MTU), "up", "type", "bridge", "forward_delay", "0", "stp_state", "0")
+
+
+def _setup_source(ns: str) -> None:
+    # this kernel has no dummy driver; a veth end is as good a macvtap source
+    _ip(ns, "link", "add", "src0", "mtu", "1500", "up", "type", "veth", "peer", "name", "src1")
+    _ip(ns, "link", "set", "src1", "up")
+
+
+KINDS = [
+    Kind(
+        "tap",
+        lambda i: [Step(op="tap", args={"name": f"tap{i:05d}", "mac": mac(i), "mtu": MTU, "multiqueue": False})],
+        lambda i: [f"tuntap add tap{i:05d} mode tap vnet_hdr",
+                   f"link set tap{i:05d} address {mac(i)} mtu {MTU} up"],
+        lambda i: [f"link del tap{i:05d}"],
+    ),
+    Kind(
+        "veth tap/tin",
+        lambda i: [Step(op="veth", args={"name": f"tap{i:05d}", "peer": f"tin{i:05d}", "mtu": MTU})],
+        lambda i: [f"link add tap{i:05d} mtu {MTU} up type veth peer name tin{i:05d} mtu {MTU}",
+                   f"link set tin{i:05d} up"],
+        lambda i: [f"link del tap{i:05d}"],
+    ),
+    Kind(
+        "veth + bridge",
+        lambda i: [Step(op="bridge", args={"name": "br0", "mtu": MTU, "shared": True}),
+                   Step(op="veth", args={"name": f"tap{i:05d}", "peer": f"tin{i:05d}", "mtu": MTU}),
+                   Step(op="master", args={"name": f"tap{i:05d}", "master": "br0"})],
+        lambda i: [f"link add tap{i:05d} mtu {MTU} up type veth peer name tin{i:05d} mtu {MTU}",
+                   f"link set tin{i:05d} up", f"link set tap{i:05d} master br0"],
+        lambda i: [f"link del tap{i:05d}"],
+        setup=_setup_bridge,
+        note="shared br0 exists (ensured per VIF by the bridge step, as planned)",
+    ),
+    Kind(
+        "hybrid qbr+qvb/qvo",
+        lambda i: [Step(op="bridge", args={"name": f"qbr{i:05d}", "mtu": MTU, "shared": False}),
+                   Step(op="veth", args={"name": f"qvb{i:05d}", "peer": f"qvo{i:05d}", "mtu": MTU}),
+                   Step(op="master", args={"name": f"qvb{i:05d}", "master": f"qbr{i:05d}"})],
+        lambda i: [f"link add qbr{i:05d} mtu {MTU} up type bridge forward_delay 0 stp_state 0",
+                   f"link add qvb{i:05d} mtu {MTU} up type veth peer name qvo{i:05d} mtu {MTU}",
+                   f"link set qvo{i:05d} up", f"link set qvb{i:05d} master qbr{i:05d}"],
+        lambda i: [f"link del qvb{i:05d}", f"link del qbr{i:05d}"],
+        note="vifwire also disables IPv6 on each qbr (a /proc write ip cannot do)",
+    ),
+    Kind(
+        "macvtap",
+        lambda i: [Step(op="macvtap", args={"name": f"mvt{i:05d}", "source": "src0", "mode": "bridge",
+                                            "mac": mac(i), "mtu": MTU})],
+        lambda i: [f"link add link src0 name mvt{i:05d} mtu {MTU} address {mac(i)} up type macvtap mode bridge"],
+        lambda i: [f"link del mvt{i:05d}"],
+        setup=_setup_source,
+        note="source is a veth end (no dummy driver on this kernel)",
+    ),
+]
+
+
+@dataclass
+class Result:
+    plug: list[float] = field(default_factory=list)  # ms per VIF
+    floor: list[float] = field(default_factory=list)
+    unplug: list[float] = field(default_factory=list)
+    unplug_floor: list[float] = field(default_factory=list)
+    bulk: list[float] = field(default_factory=list)  # seconds total
+
+
+def _plug(ctx: HostContext, kind: Kind, n: int) -> float:
+    all_steps = [kind.steps(i) for i in range(n)]
+    t = time.perf_counter()
+    for steps in all_steps:
+        for s in steps:
+            HANDLERS[s.op].apply(s, ctx)
+    return time.perf_counter() - t
+
+
+def _batch(ns: str, lines: list[str]) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+        path = f.name
+    try:
+        t = time.perf_counter()
+        subprocess.run(["ip", "-n", ns, "-batch", path], check=True)
+        return time.perf_counter() - t
+    finally:
+        os.unlink(path)
+
+
+def _ctx(ns: str) -> HostContext:
+    ctx = HostContext(netns=ns, port_id="bench")
+    K.channel(ctx)  # open the namespace's socket and helper outside the timings
+    K.worker(ctx)
+    return ctx
+
+
+def run_round(kind: Kind, n: int, sample: int, res: Result) -> None:
+    # vifwire: plug N, unplug a sample one by one, bulk-unplug the rest
+    with netns.sandbox("kb") as ns:
+        kind.setup(ns)
+        with _ctx(ns) as ctx:
+            res.plug.append(_plug(ctx, kind, n) * 1000 / n)
+            k = min(sample, n)
+            plans = [_plan(kind.steps(i), i) for i in range(n)]
+            t = time.perf_counter()
+            for p in plans[:k]:
+                for s in reversed(p.steps):
+                    HANDLERS[s.op].remove(s, ctx)
+            res.unplug.append((time.perf_counter() - t) * 1000 / k)
+            # restore the sample so that bulk removal sees all N VIFs
+            for p in plans[:k]:
+                for s in p.steps:
+                    HANDLERS[s.op].apply(s, ctx)
+            names = [d for p in plans for d in p.devices()]
+            t = time.perf_counter()
+            K.remove_links_bulk(ctx, names)
+            res.bulk.append(time.perf_counter() - t)
+            left = [d for d in names if K.channel(ctx).get_link(d) is not None]
+            if left:
+                raise SystemExit(f"bulk removal left {len(left)} links: {left[:5]}")
+    # the floor: ip -batch
+    with netns.sandbox("kb") as ns:
+        kind.setup(ns)
+        res.floor.append(_batch(ns, [ln for i in range(n) for ln in kind.batch(i)]) * 1000 / n)
+        k = min(sample, n)
+        res.unplug_floor.append(_batch(ns, [ln for i in range(k) for ln in kind.batch_del(i)]) * 1000 / k)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--unplug-sample", type=int, default=50)
+    ap.add_argument("--kinds", nargs="*", help="subset of: " + ", ".join(k.name for k in KINDS))
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("needs root (creates network namespaces)", file=sys.stderr)
+        return 1
+    kinds = [k for k in KINDS if not args.kinds or k.name in args.kinds]
+    results: dict[tuple[str, int], Result] = {}
+    for kind in kinds:
+        for n in args.sizes:
+            res = results.setdefault((kind.name, n), Result())
+            for _ in range(args.rounds):
+                run_round(kind, n, args.unplug_sample, res)
+            print(f"  {kind.name:20} N={n:5}: plug {statistics.median(res.plug):.3f} ms/VIF, "
+                  f"floor {statistics.median(res.floor):.3f}, unplug {statistics.median(res.unplug):.2f}, "
+                  f"bulk {statistics.median(res.bulk):.3f} s", file=sys.stderr, flush=True)
+    med = statistics.median
+    big, small = max(args.sizes), min(args.sizes)
+    for kind in kinds:
+        print(f"\n{kind.name}" + (f"  ({kind.note})" if kind.note else ""))
+        print(f"  {'N':>5} {'plug ms/VIF':>12} {'ip -batch':>10} {'ratio':>6} {'unplug ms/VIF':>14} "
+              f"{'ip unplug':>10} {'bulk unplug s':>14}")
+        for n in args.sizes:
+            r = results[(kind.name, n)]
+            print(f"  {n:>5} {med(r.plug):>12.3f} {med(r.floor):>10.3f} {med(r.plug) / med(r.floor):>6.2f} "
+                  f"{med(r.unplug):>14.2f} {med(r.unplug_floor):>10.2f} {med(r.bulk):>14.3f}")
+        if big != small:
+            rb, rs = results[(kind.name, big)], results[(kind.name, small)]
+            print(f"  per-VIF plug cost N={big} vs N={small}: {med(rb.plug) / med(rs.plug):.2f}x "
+                  f"(ip -batch: {med(rb.floor) / med(rs.floor):.2f}x)")
+    print(f"\nmedians of {args.rounds} rounds; unplug = sample of {args.unplug_sample} VIFs removed one by one")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
