@@ -1,0 +1,118 @@
+"""Benchmark: cost of plugging one port's anti-spoofing filter vs. ports installed.
+
+Runs entirely inside a throwaway network namespace (vifwire.sandbox.netns);
+no real interfaces are needed because the filter is keyed by interface *name*.
+
+    sudo .venv/bin/python bench/antispoof_bench.py [--sizes 100,1000,5000] [--reps 9]
+
+For every size N it bulk-loads N ports (one transaction), then times
+``AntiSpoof.add_port`` of fresh ports (median of --reps; each timed port is
+removed again, untimed, so the population stays at N) and reads
+``rule_path_length()``. Also times remove_port and a re-plug of an existing
+port (idempotent add: probe + read back + diff).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+
+from vifwire.executors.antispoof import AntiSpoof, PortFilter
+from vifwire.executors.nft import Nft
+from vifwire.sandbox import netns
+
+
+def port(i: int, bridged: bool = False) -> PortFilter:
+    hi, lo = divmod(i, 250)
+    return PortFilter(
+        ifname=f"tap{i:06d}",
+        mac=f"fa:16:3e:{(i >> 16) & 0xFF:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}",
+        ipv4=[f"10.98.{hi % 250}.{lo + 1}"] if i < 62500 else [],
+        ipv6=[f"fd98::{i >> 16:x}:{i & 0xFFFF:x}:1"],
+        allowed_pairs=[(f"10.97.{hi % 250}.{lo + 1}", None)] if i % 10 == 0 else [],
+        bridged=bridged,
+    )
+
+
+def timed(fn) -> float:
+    gc.collect()  # keep Python's GC of the big listings out of the timings
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run_size(asp: AntiSpoof, have: int, target: int, reps: int, bridged: bool) -> dict:
+    if target > have:
+        t = timed(lambda: asp.add_ports(port(i, bridged) for i in range(have, target)))
+        print(f"  bulk-loaded ports {have}..{target - 1} in {t:.2f}s", file=sys.stderr)
+    base = 900_000
+    adds, removes, hinted = [], [], []
+    for r in range(reps):
+        pf = port(base + r, bridged)
+        adds.append(timed(lambda: asp.add_port(pf)))
+        if r % 2:
+            removes.append(timed(lambda: asp.remove_port(pf.ifname)))
+        else:
+            hinted.append(timed(lambda: asp.remove_port(pf.ifname, hint=pf)))
+    existing = port(target // 2, bridged)
+    few = max(3, reps // 3)
+    replug = [timed(lambda: asp.add_port(existing)) for _ in range(few)]
+    changed = []
+    for r in range(few):
+        pf = port(target // 2, bridged)
+        pf.allowed_pairs = [(f"10.96.{r}.0/24", None)]
+        changed.append(timed(lambda: asp.add_port(pf)))
+    asp.add_port(existing)
+    return {
+        "ports": target,
+        "add_ms": statistics.median(adds) * 1e3,
+        "add_min_ms": min(adds) * 1e3,
+        "replug_ms": statistics.median(replug) * 1e3,
+        "change_ms": statistics.median(changed) * 1e3,
+        "remove_ms": statistics.median(removes) * 1e3,
+        "hinted_ms": statistics.median(hinted) * 1e3,
+        "path": asp.rule_path_length(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10,100,1000,2000,5000")
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--bridged", action="store_true", help="bridge-family ports")
+    a = ap.parse_args(argv)
+    sizes = sorted(int(x) for x in a.sizes.split(","))
+    rows = []
+    with netns.sandbox("bench") as ns, Nft(ns) as nft:
+        asp = AntiSpoof(nft)
+        asp.ensure_tables()
+        have = 0
+        for n in sizes:
+            rows.append(run_size(asp, have, n, a.reps, a.bridged))
+            have = n
+    kind = "bridged" if a.bridged else "routed (inet+arp)"
+    print(f"anti-spoof plug cost, {kind} ports, median of {a.reps}")
+    hdr = (
+        f"{'ports':>7} {'add_port ms':>12} {'(min)':>7} {'re-plug':>8} {'change':>8}"
+        f" {'remove':>8} {'rm+hint':>8} {'rule path':>10}"
+    )
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(
+            f"{r['ports']:>7} {r['add_ms']:>12.2f} {r['add_min_ms']:>7.2f} {r['replug_ms']:>8.2f}"
+            f" {r['change_ms']:>8.2f} {r['remove_ms']:>8.2f} {r['hinted_ms']:>8.2f} {r['path']:>10}"
+        )
+    print("(ms; re-plug = add_port of an installed port, unchanged; change = with a new pair;")
+    print(" remove = remove_port(ifname); rm+hint = remove_port(ifname, hint=pf))")
+    small = rows[0]
+    for r in rows[1:]:
+        print(f"add_port at {r['ports']} / at {small['ports']}: {r['add_ms'] / small['add_ms']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

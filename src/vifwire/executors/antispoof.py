@@ -1,0 +1,881 @@
+"""Anti-spoofing filter for guest interfaces, on nftables (libnftables JSON API).
+
+Design
+======
+
+vifwire owns three tables, all named ``vifwire``:
+
+* ``inet vifwire``   - IPv4/IPv6 from *routed* ports (a host-side tap/veth the
+  host routes to). Base chain ``prerouting`` (hook prerouting, priority -300 =
+  raw, before conntrack, so spoofed packets never create conntrack state) sees
+  everything entering the host from a tap, delivered locally or forwarded.
+  It also holds the port registry ``ports`` (every port, any family).
+* ``arp vifwire``    - ARP from routed ports. inet hooks never see ARP (they
+  are IPv4/IPv6 only), so ARP needs the ``arp`` family (hook input).
+* ``bridge vifwire`` - everything from *bridged* ports (taps enslaved to a
+  Linux bridge): base chain ``prerouting`` of the bridge family, priority
+  -300; there ``iifname`` is the bridge *port*.
+
+Per-interface dispatch is by **set lookups keyed by interface name**, never by
+per-port rules or chains. Each base chain has one rule,
+``iifname @vif_ifaces jump guard``; the guard chains test concatenations such
+as ``iifname . ether saddr . ip saddr @allow_v4``. A packet walks the same
+rules with 1 or 5000 ports (:meth:`AntiSpoof.rule_path_length` counts them
+from the installed ruleset), and plugging a port only adds set *elements*:
+no chain, no rule, no named object (see "O(1) plug" below).
+
+Sets (sets are table scoped: each table holds its own copy of what it uses):
+
+=============== ============================================ ===================
+``ports``       ``ifname`` (inet table only)                 registry of ports
+``vif_ifaces``  ``ifname``                                   guarded ports
+``allow_mac``   ``ifname . ether_addr``                      port MAC, pair MACs
+``allow_v4``    ``ifname . ether_addr . ipv4_addr`` interval addresses, pair CIDRs
+``allow_v6``    ``ifname . ether_addr . ipv6_addr`` interval + EUI-64 link-locals
+``allow_nd``    ``typeof iifname . ether saddr . @th,64,128`` interval, same
+                content as ``allow_v6`` keyed by the ND *target* (ICMPv6 offset 8)
+``drop_<r>``    ``ifname`` with a per-element ``counter``    per-port drop counters
+=============== ============================================ ===================
+
+``allow_nd``: nft 1.0.6 has no ``icmpv6 taddr`` and its JSON parser can
+declare neither ``typeof`` sets nor raw-payload types, so this one set is
+declared with an nft-syntax command through the same libnftables context
+(``_ND_SET_TEXT``); everything else is JSON.
+
+Drop counting: a drop rule ends in ``iifname @drop_<reason> drop``. The sets
+carry a ``counter`` statement, so every element has its own counter and the
+kernel bumps it on each successful *lookup*: one counter per (port, reason)
+with no per-port rule. Reasons: ``mac`` (source MAC not the port's), ``ip4``
+/ ``ip6`` (source address not the port's), ``arp`` (ARP sender MAC/IP not the
+port's), ``ra`` (router advertisement or redirect), ``nd`` (neighbour
+advertisement, or DAD solicitation, for a target that is not the port's),
+``dhcp`` (DHCP server replies from a guest), ``other`` (any other ethertype).
+If a port's ``drop_<reason>`` element were missing, the lookup fails and the
+chain's last rule (anonymous counter + drop) still drops: a guard chain never
+falls through to accept.
+
+Accepted from a guarded port: its MAC(s) as Ethernet source; IPv4 from its
+addresses/pairs; DHCPv4 0.0.0.0:68 -> 255.255.255.255:67; IPv6 from its
+addresses/pairs/EUI-64 link-local; ``::`` for DAD neighbour solicitations
+(target must be the port's) and MLDv2 reports; ARP whose sender MAC and sender
+IP belong to the port, plus RFC 5227 probes (sender IP 0.0.0.0, sender MAC the
+port's). Everything else is dropped and counted.
+
+O(1) plug
+---------
+libnftables refreshes a cache before every command. For ``add element`` nft
+1.0.6 dumps all tables, chains, sets *and named objects*, plus the elements of
+non-concatenated interval sets. Hence: no named counters (an earlier draft
+with one named counter per port and reason made every plug O(ports): 40k
+objects were dumped each time) and no plain interval sets (all interval sets
+here are concatenations, which nft does not pre-load). ``add_port`` of a new
+port is ONE transaction with no read before it: it starts with
+``create element inet vifwire ports { <ifname> }``, which fails with EEXIST
+(rolling the whole batch back) if the port is already installed; only then
+are the port's entries read back (O(ports) listing) and reconciled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from vifwire.executors.nft import Nft, NftError
+
+TABLE = "vifwire"
+FAMILIES = ("inet", "arp", "bridge")
+PRIO_RAW = -300
+
+ROUTED_FAMILIES = ("inet", "arp")
+BRIDGED_FAMILIES = ("bridge",)
+REGISTRY_FAMILY = "inet"  # where the ``ports`` registry set lives
+
+# drop reasons per table family
+REASONS: dict[str, tuple[str, ...]] = {
+    "inet": ("mac", "ip4", "ip6", "ra", "nd", "dhcp", "other"),
+    "arp": ("mac", "arp"),
+    "bridge": ("mac", "ip4", "ip6", "ra", "nd", "dhcp", "arp", "other"),
+}
+ALL_REASONS = ("mac", "ip4", "ip6", "arp", "ra", "nd", "dhcp", "other")
+
+# which address sets each family holds
+ADDR_SETS: dict[str, tuple[str, ...]] = {
+    "inet": ("allow_mac", "allow_v4", "allow_v4_net", "allow_v6", "allow_v6_net", "allow_nd",
+             "allow_nd_net"),
+    "arp": ("allow_mac", "allow_v4", "allow_v4_net"),
+    "bridge": ("allow_mac", "allow_v4", "allow_v4_net", "allow_v6", "allow_v6_net", "allow_nd",
+               "allow_nd_net"),
+}
+
+_SET_DEFS: dict[str, dict[str, Any]] = {
+    "ports": {"type": "ifname"},
+    "vif_ifaces": {"type": "ifname"},
+    "allow_mac": {"type": ["ifname", "ether_addr"]},
+    "allow_v4": {"type": ["ifname", "ether_addr", "ipv4_addr"]},
+    "allow_v4_net": {"type": ["ifname", "ether_addr", "ipv4_addr"], "flags": ["interval"]},
+    "allow_v6": {"type": ["ifname", "ether_addr", "ipv6_addr"]},
+    "allow_v6_net": {"type": ["ifname", "ether_addr", "ipv6_addr"], "flags": ["interval"]},
+}
+_DROP_SET_DEF = {"type": "ifname", "stmt": [{"counter": None}]}
+
+_ND_SET_TEXT = (
+    "add set {family} " + TABLE + " allow_nd {{ typeof iifname . ether saddr . @th,64,128; }}\n"
+    "add set {family} " + TABLE + " allow_nd_net "
+    "{{ typeof iifname . ether saddr . @th,64,128; flags interval; }}"
+)
+
+_IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+class AntiSpoofError(RuntimeError):
+    pass
+
+
+@dataclass
+class PortFilter:
+    """What a port may send. ``ipv4``/``ipv6`` are host addresses; pairs may be CIDRs."""
+
+    ifname: str
+    mac: str
+    ipv4: list[str] = field(default_factory=list)
+    ipv6: list[str] = field(default_factory=list)
+    allowed_pairs: list[tuple[str, str | None]] = field(default_factory=list)
+    bridged: bool = False  # bridge family *instead of* inet+arp (see families())
+
+    def families(self) -> tuple[str, ...]:
+        # A bridged port's frames reach the inet hooks (if at all) with the
+        # bridge as iifname, so inet/arp elements keyed by the tap would never
+        # match: bridged ports are filtered in the bridge family only.
+        return BRIDGED_FAMILIES if self.bridged else ROUTED_FAMILIES
+
+
+# ---------------------------------------------------------------------------
+# address helpers
+# ---------------------------------------------------------------------------
+
+
+def norm_mac(mac: str) -> str:
+    m = mac.strip().lower().replace("-", ":")
+    if not _MAC_RE.match(m):
+        raise ValueError(f"invalid MAC address {mac!r}")
+    if int(m[:2], 16) & 1:
+        raise ValueError(f"multicast MAC address {mac!r} cannot be a port MAC")
+    return m
+
+
+def eui64_link_local(mac: str) -> ipaddress.IPv6Address:
+    """fe80::/64 + modified EUI-64 interface id derived from ``mac``."""
+    b = bytes(int(x, 16) for x in norm_mac(mac).split(":"))
+    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:6]
+    return ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + iid)
+
+
+def _host(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # "10.0.0.5" or "10.0.0.5/24" (an interface address): the host address
+    return ipaddress.ip_interface(addr.strip()).ip
+
+
+def _net(addr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(addr.strip(), strict=False)
+
+
+def _ip_elem(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Any:
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _hex128(v: int) -> str:
+    return f"0x{v:032x}"
+
+
+def _nd_elem(net: ipaddress.IPv6Network) -> Any:
+    lo = int(net.network_address)
+    if net.prefixlen == 128:
+        return _hex128(lo)
+    return {"range": [_hex128(lo), _hex128(int(net.broadcast_address))]}
+
+
+def _cat(*xs: Any) -> dict:
+    return {"concat": list(xs)}
+
+
+def _is_host(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    return net.prefixlen == net.max_prefixlen
+
+
+def _want(pf: PortFilter) -> dict[str, dict[str, list]]:
+    """Everything ``pf`` needs installed: family -> set name -> JSON elements."""
+    ifname = pf.ifname
+    if not isinstance(ifname, str) or not _IFNAME_RE.match(ifname):
+        raise ValueError(f"invalid interface name {ifname!r}")
+    mac = norm_mac(pf.mac)
+    by_mac: dict[str, list] = {mac: []}
+    for a in pf.ipv4:
+        ip = _host(a)
+        if ip.version != 4:
+            raise ValueError(f"{ifname}: {a!r} in ipv4 is not an IPv4 address")
+        by_mac[mac].append(ipaddress.ip_network(ip))
+    for a in pf.ipv6:
+        ip = _host(a)
+        if ip.version != 6:
+            raise ValueError(f"{ifname}: {a!r} in ipv6 is not an IPv6 address")
+        by_mac[mac].append(ipaddress.ip_network(ip))
+    for pair in pf.allowed_pairs:
+        if isinstance(pair, str):
+            pair = (pair, None)
+        ip_or_cidr, pmac = pair[0], (pair[1] if len(pair) > 1 else None)
+        m = norm_mac(pmac) if pmac else mac
+        by_mac.setdefault(m, []).append(_net(ip_or_cidr))
+    v4: list = []
+    v6: list = []
+    for m in sorted(by_mac):
+        # every MAC that may send gets its EUI-64 link-local (as Neutron does)
+        nets = by_mac[m] + [ipaddress.ip_network(eui64_link_local(m))]
+        # pipapo (concatenated interval) sets reject overlapping elements:
+        # collapse per MAC so host addresses inside a pair CIDR disappear.
+        v4 += [(m, n) for n in ipaddress.collapse_addresses(x for x in nets if x.version == 4)]
+        v6 += [(m, n) for n in ipaddress.collapse_addresses(x for x in nets if x.version == 6)]
+    out: dict[str, dict[str, list]] = {}
+    for fam in pf.families():
+        sets: dict[str, list] = {}
+        for reason in REASONS[fam]:
+            sets[f"drop_{reason}"] = [ifname]
+        sets["allow_mac"] = [_cat(ifname, m) for m in sorted(by_mac)]
+        # host addresses go to hash sets (O(1) insert and lookup); only CIDR
+        # pairs go to the interval (pipapo) sets, whose insert and lookup
+        # cost grows with their size
+        sets["allow_v4"] = [_cat(ifname, m, _ip_elem(n)) for m, n in v4 if _is_host(n)]
+        sets["allow_v4_net"] = [_cat(ifname, m, _ip_elem(n)) for m, n in v4 if not _is_host(n)]
+        if "allow_v6" in ADDR_SETS[fam]:
+            sets["allow_v6"] = [_cat(ifname, m, _ip_elem(n)) for m, n in v6 if _is_host(n)]
+            sets["allow_v6_net"] = [
+                _cat(ifname, m, _ip_elem(n)) for m, n in v6 if not _is_host(n)
+            ]
+            sets["allow_nd"] = [_cat(ifname, m, _nd_elem(n)) for m, n in v6 if _is_host(n)]
+            sets["allow_nd_net"] = [_cat(ifname, m, _nd_elem(n)) for m, n in v6 if not _is_host(n)]
+        sets["vif_ifaces"] = [ifname]  # the dispatch element last
+        out[fam] = {k: v for k, v in sets.items() if v}
+    out.setdefault(REGISTRY_FAMILY, {})["ports"] = [
+        {"elem": {"val": ifname, "comment": _fingerprint(out)}}
+    ]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# rules (JSON expressions)
+# ---------------------------------------------------------------------------
+
+IIF = {"meta": {"key": "iifname"}}
+ETH_SRC = {"payload": {"protocol": "ether", "field": "saddr"}}
+IP_SRC = {"payload": {"protocol": "ip", "field": "saddr"}}
+IP6_SRC = {"payload": {"protocol": "ip6", "field": "saddr"}}
+ND_TARGET = {"payload": {"base": "th", "offset": 64, "len": 128}}
+ARP_SHA = {"payload": {"protocol": "arp", "field": "saddr ether"}}
+ARP_SPA = {"payload": {"protocol": "arp", "field": "saddr ip"}}
+ACCEPT = {"accept": None}
+# Last rule of every guard chain: only reached if a port's drop_<reason>
+# element is missing (inconsistent state); still drop, never accept.
+FALLBACK = [{"counter": None}, {"drop": None}]
+
+
+def _m(left: Any, right: Any, op: str = "==") -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _p(proto: str, fld: str) -> dict:
+    return {"payload": {"protocol": proto, "field": fld}}
+
+
+def _count_drop(reason: str) -> list[dict]:
+    # the lookup bumps the element counter of (iifname, reason)
+    return [_m(IIF, f"@drop_{reason}"), {"drop": None}]
+
+
+def _mac_rule() -> list[dict]:
+    return [_m(_cat(IIF, ETH_SRC), "@allow_mac", "!="), *_count_drop("mac")]
+
+
+def _guard4_rules() -> list[list[dict]]:
+    return [
+        # a guest must not act as a DHCP server
+        [_m(_p("udp", "sport"), 67), _m(_p("udp", "dport"), 68), *_count_drop("dhcp")],
+        [
+            _m(IP_SRC, "0.0.0.0"),
+            _m(_p("ip", "daddr"), "255.255.255.255"),
+            _m(_p("udp", "sport"), 68),
+            _m(_p("udp", "dport"), 67),
+            ACCEPT,
+        ],
+        [_m(_cat(IIF, ETH_SRC, IP_SRC), "@allow_v4"), ACCEPT],
+        [_m(_cat(IIF, ETH_SRC, IP_SRC), "@allow_v4_net"), ACCEPT],
+        _count_drop("ip4"),
+        FALLBACK,
+    ]
+
+
+def _guard6_rules() -> list[list[dict]]:
+    icmp6 = _p("icmpv6", "type")
+    nd_key = _cat(IIF, ETH_SRC, ND_TARGET)
+    return [
+        [_m(icmp6, {"set": ["nd-router-advert", "nd-redirect"]}), *_count_drop("ra")],
+        [_m(_p("udp", "sport"), 547), _m(_p("udp", "dport"), 546), *_count_drop("dhcp")],
+        # NA: the target must be one of the port's addresses
+        [
+            _m(icmp6, "nd-neighbor-advert"),
+            _m(nd_key, "@allow_nd", "!="),
+            _m(nd_key, "@allow_nd_net", "!="),
+            *_count_drop("nd"),
+        ],
+        # DAD: NS from :: only for the port's own (tentative) addresses
+        [
+            _m(IP6_SRC, "::"),
+            _m(icmp6, "nd-neighbor-solicit"),
+            _m(nd_key, "@allow_nd", "!="),
+            _m(nd_key, "@allow_nd_net", "!="),
+            *_count_drop("nd"),
+        ],
+        [
+            _m(IP6_SRC, "::"),
+            _m(icmp6, {"set": ["nd-neighbor-solicit", "mld2-listener-report"]}),
+            ACCEPT,
+        ],
+        [_m(_cat(IIF, ETH_SRC, IP6_SRC), "@allow_v6"), ACCEPT],
+        [_m(_cat(IIF, ETH_SRC, IP6_SRC), "@allow_v6_net"), ACCEPT],
+        _count_drop("ip6"),
+        FALLBACK,
+    ]
+
+
+def _arp_rules() -> list[list[dict]]:
+    eth_ip = [
+        _m(_p("arp", "htype"), 1),
+        _m(_p("arp", "ptype"), "ip"),
+        _m(_p("arp", "hlen"), 6),
+        _m(_p("arp", "plen"), 4),
+    ]
+    return [
+        [*eth_ip, _m(_cat(IIF, ARP_SHA, ARP_SPA), "@allow_v4"), ACCEPT],
+        [*eth_ip, _m(_cat(IIF, ARP_SHA, ARP_SPA), "@allow_v4_net"), ACCEPT],
+        # ARP probe (RFC 5227): sender IP 0.0.0.0, sender MAC must be the port's
+        [_m(ARP_SPA, "0.0.0.0"), _m(_cat(IIF, ARP_SHA), "@allow_mac"), ACCEPT],
+        _count_drop("arp"),
+        FALLBACK,
+    ]
+
+
+def _chains(family: str) -> dict[str, tuple[dict | None, list[list[dict]]]]:
+    """chain name -> (base chain spec or None, rules)."""
+    jump_guard = [[_m(IIF, "@vif_ifaces"), {"jump": {"target": "guard"}}]]
+    if family == "inet":
+        base = {"type": "filter", "hook": "prerouting", "prio": PRIO_RAW, "policy": "accept"}
+        nfproto = {"meta": {"key": "nfproto"}}
+        return {
+            "prerouting": (base, jump_guard),
+            "guard": (
+                None,
+                [
+                    _mac_rule(),
+                    [_m(nfproto, "ipv4"), {"goto": {"target": "guard4"}}],
+                    [_m(nfproto, "ipv6"), {"goto": {"target": "guard6"}}],
+                    _count_drop("other"),
+                    FALLBACK,
+                ],
+            ),
+            "guard4": (None, _guard4_rules()),
+            "guard6": (None, _guard6_rules()),
+        }
+    if family == "arp":
+        base = {"type": "filter", "hook": "input", "prio": 0, "policy": "accept"}
+        return {
+            "input": (base, jump_guard),
+            "guard": (None, [_mac_rule(), *_arp_rules()]),
+        }
+    if family == "bridge":
+        base = {"type": "filter", "hook": "prerouting", "prio": PRIO_RAW, "policy": "accept"}
+        etype = _p("ether", "type")
+        return {
+            "prerouting": (base, jump_guard),
+            "guard": (
+                None,
+                [
+                    _mac_rule(),
+                    [_m(etype, "ip"), {"goto": {"target": "guard4"}}],
+                    [_m(etype, "ip6"), {"goto": {"target": "guard6"}}],
+                    [_m(etype, "arp"), {"goto": {"target": "guardarp"}}],
+                    # VLAN-tagged frames and any other ethertype
+                    _count_drop("other"),
+                    FALLBACK,
+                ],
+            ),
+            "guard4": (None, _guard4_rules()),
+            "guard6": (None, _guard6_rules()),
+            "guardarp": (None, _arp_rules()),
+        }
+    raise ValueError(family)
+
+
+def _obj(family: str, **kw: Any) -> dict:
+    return {"family": family, "table": TABLE, **kw}
+
+
+def _sets_of(fam: str) -> tuple[str, ...]:
+    extra = ("ports",) if fam == REGISTRY_FAMILY else ()
+    return (*extra, "vif_ifaces", *ADDR_SETS[fam], *(f"drop_{r}" for r in REASONS[fam]))
+
+
+# ---------------------------------------------------------------------------
+# the API
+# ---------------------------------------------------------------------------
+
+
+class AntiSpoof:
+    """Install/remove per-port anti-spoofing state in vifwire's nft tables."""
+
+    def __init__(self, nft: Nft):
+        self.nft = nft
+        self._ensured = False
+
+    # -- tables ------------------------------------------------------------
+    def ensure_tables(self) -> None:
+        """Create tables, sets and chains; (re)load the rules. Idempotent.
+
+        Set contents (the ports) are untouched. The rules are replaced
+        atomically (flush chain + add rules in one transaction), so running it
+        again also repairs tampered rules.
+        """
+        self.nft.run(
+            {"nftables": [{"add": {"table": {"family": f, "name": TABLE}}} for f in FAMILIES]}
+        )
+        # the one nft-syntax command (see _ND_SET_TEXT); "add" is idempotent
+        self.nft.run_text(
+            "\n".join(_ND_SET_TEXT.format(family=f) for f in FAMILIES if "allow_nd" in ADDR_SETS[f])
+        )
+        cmds: list[dict] = []
+        for fam in FAMILIES:
+            for sname in _sets_of(fam):
+                if sname.startswith("allow_nd"):
+                    continue
+                spec = _DROP_SET_DEF if sname.startswith("drop_") else _SET_DEFS[sname]
+                cmds.append({"add": {"set": _obj(fam, name=sname, **spec)}})
+            chains = _chains(fam)
+            for cname, (base, _rules) in chains.items():
+                cmds.append({"add": {"chain": _obj(fam, name=cname, **(base or {}))}})
+            for cname in chains:
+                cmds.append({"flush": {"chain": _obj(fam, name=cname)}})
+            for cname, (_base, rules) in chains.items():
+                for expr in rules:
+                    cmds.append({"add": {"rule": _obj(fam, chain=cname, expr=expr)}})
+        self.nft.run({"nftables": cmds})
+        self._ensured = True
+
+    def _ensure_once(self) -> None:
+        if not self._ensured:
+            self.ensure_tables()
+
+    def remove_tables(self) -> None:
+        """Delete vifwire's tables (every port). Absent tables are fine."""
+        for fam in FAMILIES:
+            try:
+                self.nft.run({"nftables": [{"delete": {"table": {"family": fam, "name": TABLE}}}]})
+            except NftError as exc:
+                if not _is_enoent(exc):
+                    raise
+        self._ensured = False
+
+    # -- port operations ---------------------------------------------------
+    def add_port(self, pf: PortFilter) -> None:
+        """Install ``pf`` in ONE nft transaction. Idempotent.
+
+        New port: a single batch and no read before it, O(1) (module doc).
+        Already installed (the batch's ``create`` of the registry element
+        fails with EEXIST, so nothing was applied): the registry is read (a
+        small set: ifname + fingerprint). Same fingerprint: every wanted
+        element is re-``add``ed (no-op for present ones, repairs missing
+        ones). Different fingerprint: the port's entries are read back and one
+        batch deletes what is no longer wanted (an address removed, the other
+        family after a routed<->bridged change) and adds what is missing. Drop
+        counters of a family the port stays in are kept.
+        """
+        self.add_ports([pf])
+
+    def add_ports(self, pfs: Iterable[PortFilter]) -> None:
+        """:meth:`add_port` for many ports, still ONE transaction (bulk load, resync)."""
+        wants: dict[str, dict[str, dict[str, list]]] = {}
+        for pf in pfs:
+            wants[pf.ifname] = _want(pf)  # validates; the last one of an ifname wins
+        if not wants:
+            return
+        self._ensure_once()
+        fast = [c for w in wants.values() for c in self._add_cmds(w, registry="create")]
+        try:
+            self.nft.run({"nftables": _sentinels_first(fast)})
+            return
+        except NftError as exc:
+            if not _is_eexist(exc):
+                raise
+        registry = self._registry()
+        changed = [n for n in wants if n in registry and registry[n] != _fingerprint(wants[n])]
+        have_all = self._entries_many(set(changed)) if changed else {}
+        cmds: list[dict] = []
+        adds: list[dict] = []
+        for ifname, want in wants.items():
+            if ifname not in registry:
+                adds += self._add_cmds(want, registry="add")
+            elif ifname not in changed:
+                adds += self._add_cmds(want, registry=None)  # re-add = repair
+            else:
+                have = have_all.get(ifname, {})
+                stale = _diff(have, want)
+                # the registry element is replaced to store the new fingerprint
+                stale.setdefault(REGISTRY_FAMILY, {}).pop("ports", None)
+                cmds += self._delete_cmds(stale)
+                cmds.append(_elem_cmd("delete", REGISTRY_FAMILY, "ports", [ifname]))
+                adds += self._add_cmds(_diff(want, have), registry=None)
+                adds.append(_elem_cmd("add", REGISTRY_FAMILY, "ports", want[REGISTRY_FAMILY]["ports"]))
+        cmds += adds
+        if cmds:
+            self.nft.run({"nftables": cmds})
+
+    def remove_port(self, ifname: str, hint: PortFilter | None = None) -> None:
+        """Remove exactly ``ifname``'s elements (one transaction); absent = no error.
+
+        Without ``hint`` the port's entries are found by listing vifwire's sets
+        (O(ports)). With ``hint`` (the PortFilter it was installed with, which
+        an executor usually has in its store) and a matching registry
+        fingerprint, the elements are computed instead: one small registry
+        read plus one O(1) delete batch.
+        """
+        self.remove_ports([ifname], {ifname: hint} if hint else None)
+
+    def remove_ports(self, ifnames: Iterable[str], hints: dict[str, PortFilter] | None = None) -> None:
+        """:meth:`remove_port` for many ports in one transaction (gc)."""
+        names = set(ifnames)
+        if not names:
+            return
+        self._ensure_once()
+        hints = hints or {}
+        computed: dict[str, dict] = {}
+        if hints:
+            registry = self._registry()
+            for n in names:
+                pf = hints.get(n)
+                if pf is not None and pf.ifname == n:
+                    want = _want(pf)
+                    if registry.get(n) == _fingerprint(want):
+                        computed[n] = want
+        rest = names - set(computed)
+        have_all = self._entries_many(rest) if rest else {}
+        cmds: list[dict] = []
+        for want in computed.values():
+            cmds += self._delete_cmds(want)
+        for have in have_all.values():
+            cmds += self._delete_cmds(have)
+        if not cmds:
+            return
+        try:
+            self.nft.run({"nftables": cmds})
+        except NftError as exc:
+            if not (computed and _is_enoent(exc)):
+                raise
+            # the hint did not match what is installed: do it the long way
+            self.remove_ports(names, None)
+
+    @staticmethod
+    def _add_cmds(want: dict[str, dict[str, list]], registry: str | None = "add") -> list[dict]:
+        """``add element`` commands; ``registry``: verb for the registry element, None = skip."""
+        cmds: list[dict] = []
+        for fam, sets in want.items():
+            for sname, elems in sets.items():
+                if not elems:
+                    continue
+                if fam == REGISTRY_FAMILY and sname == "ports":
+                    if registry is None:
+                        continue
+                    cmds.append(_elem_cmd(registry, fam, sname, elems))
+                else:
+                    cmds.append(_elem_cmd("add", fam, sname, elems))
+        return cmds
+
+    @staticmethod
+    def _delete_cmds(have: dict[str, dict[str, list]]) -> list[dict]:
+        return [
+            _elem_cmd("delete", fam, sname, [_elem_val(e) for e in elems])
+            for fam, sets in have.items()
+            for sname, elems in sets.items()
+            if elems
+        ]
+
+    # -- queries -----------------------------------------------------------
+    def _list_table(self, fam: str) -> dict[str, dict]:
+        """set name -> nft's JSON set object, for vifwire's table of ``fam``."""
+        try:
+            out = self.nft.run({"nftables": [{"list": {"table": {"family": fam, "name": TABLE}}}]})
+        except NftError as exc:
+            if _is_enoent(exc):
+                return {}
+            raise
+        return {
+            item["set"]["name"]: item["set"]
+            for item in out.get("nftables", [])
+            if "set" in item and item["set"].get("table") == TABLE
+        }
+
+    def _list_set(self, fam: str, sname: str) -> list:
+        try:
+            out = self.nft.run({"nftables": [{"list": {"set": _obj(fam, name=sname)}}]})
+        except NftError as exc:
+            if _is_enoent(exc):
+                return []
+            raise
+        for item in out.get("nftables", []):
+            if "set" in item:
+                return item["set"].get("elem", [])
+        return []
+
+    def _registry(self) -> dict[str, str | None]:
+        """ifname -> fingerprint of what add_port installed (one small set)."""
+        out: dict[str, str | None] = {}
+        for e in self._list_set(REGISTRY_FAMILY, "ports"):
+            if isinstance(e, dict) and "elem" in e:
+                out[e["elem"]["val"]] = e["elem"].get("comment")
+            else:
+                out[e] = None
+        return out
+
+    def _entries_many(
+        self, ifnames: set[str], with_counters: bool = False
+    ) -> dict[str, dict[str, dict[str, list]]]:
+        """ifname -> family -> set -> installed elements (nft's JSON form).
+
+        One listing per table, whatever the number of ports asked for. With
+        ``with_counters`` the ``drop_*`` entries are ``{"packets", "bytes"}``.
+        """
+        res: dict[str, dict[str, dict[str, list]]] = {}
+        for fam in FAMILIES:
+            for sname, s in self._list_table(fam).items():
+                for e in s.get("elem", []):
+                    val = _elem_val(e)
+                    owner = _elem_ifname(val)
+                    if owner not in ifnames:
+                        continue
+                    if with_counters and sname.startswith("drop_"):
+                        c = e["elem"].get("counter", {}) if isinstance(e, dict) and "elem" in e else {}
+                        val = {"packets": c.get("packets", 0), "bytes": c.get("bytes", 0)}
+                    res.setdefault(owner, {}).setdefault(fam, {}).setdefault(sname, []).append(val)
+        return res
+
+    def _entries(self, ifname: str, with_counters: bool = False) -> dict[str, dict[str, list]]:
+        return self._entries_many({ifname}, with_counters).get(ifname, {})
+
+    def ports(self) -> set[str]:
+        """Every installed port (registry plus any guarded iifname), for gc."""
+        out = set(self._registry())
+        for fam in FAMILIES:
+            out.update(_elem_val(e) for e in self._list_set(fam, "vif_ifaces"))
+        return out
+
+    def port_entries(self, ifname: str) -> dict:
+        """What is installed for ``ifname``: ``{}`` if nothing.
+
+        ``{"registered": bool, "inet": {"guarded": bool, "mac": [...],
+        "ipv4": ["<mac> <addr-or-cidr>", ...], "ipv6": [...], "nd_targets":
+        [...], "drops": {reason: packets}}, "arp": {...}}``.
+        """
+        ent = self._entries(ifname, with_counters=True)
+        if not ent:
+            return {}
+        out: dict[str, Any] = {"registered": bool(ent.get(REGISTRY_FAMILY, {}).get("ports"))}
+        for fam, sets in ent.items():
+            s: dict[str, Any] = {"guarded": bool(sets.get("vif_ifaces"))}
+            if set(sets) - {"ports"} == set():
+                continue
+            s["mac"] = sorted(e["concat"][1] for e in sets.get("allow_mac", []))
+            def fmt(names: tuple[str, ...], f=_fmt_addr) -> list[str]:
+                return sorted(
+                    f"{e['concat'][1]} {f(e['concat'][2])}" for n in names for e in sets.get(n, [])
+                )
+
+            s["ipv4"] = fmt(("allow_v4", "allow_v4_net"))
+            if "allow_v6" in ADDR_SETS[fam]:
+                s["ipv6"] = fmt(("allow_v6", "allow_v6_net"))
+                s["nd_targets"] = fmt(("allow_nd", "allow_nd_net"), _fmt_nd)
+            s["drops"] = {
+                sname[5:]: v[0]["packets"] for sname, v in sets.items() if sname.startswith("drop_")
+            }
+            out[fam] = s
+        return out
+
+    def drops(self, ifname: str) -> dict[str, int]:
+        """Dropped packets of ``ifname`` by reason (summed over its tables).
+
+        ``{}`` when the port has no counters installed. Reads only the
+        ``drop_*`` sets (O(ports) listing; not on the plug path).
+        """
+        res: dict[str, int] = {}
+        for fam in FAMILIES:
+            for reason in REASONS[fam]:
+                for e in self._list_set(fam, f"drop_{reason}"):
+                    if isinstance(e, dict) and "elem" in e and e["elem"]["val"] == ifname:
+                        c = e["elem"].get("counter", {})
+                        res[reason] = res.get(reason, 0) + int(c.get("packets", 0))
+        if not res:
+            return {}
+        for r in ALL_REASONS:
+            res.setdefault(r, 0)
+        return res
+
+    def rule_path_length(self) -> int:
+        """Rules a packet from a guarded interface may walk (worst case).
+
+        Counted from the installed ruleset: for each vifwire base chain, its
+        rules plus, for every jump/goto, the target chain's rules
+        (recursively). The maximum over the tables is returned.
+        """
+        best = 0
+        for fam in FAMILIES:
+            # one command per run: nft 1.0.6 applies the cache filter of the
+            # last "list" of a batch to all of them
+            try:
+                out = self.nft.run({"nftables": [{"list": {"chains": {"family": fam}}}]})
+            except NftError as exc:
+                if _is_enoent(exc):
+                    continue
+                raise
+            chains: dict[str, dict] = {
+                item["chain"]["name"]: item["chain"]
+                for item in out.get("nftables", [])
+                if "chain" in item and item["chain"].get("table") == TABLE
+            }
+            rules: dict[str, list[list[dict]]] = {}
+            for cname in chains:
+                o = self.nft.run({"nftables": [{"list": {"chain": _obj(fam, name=cname)}}]})
+                rules[cname] = [
+                    item["rule"]["expr"] for item in o.get("nftables", []) if "rule" in item
+                ]
+
+            def walk(name: str, depth: int = 0) -> int:
+                if depth > 16:
+                    raise AntiSpoofError("chain jump loop")
+                n = 0
+                for expr in rules.get(name, []):
+                    n += 1
+                    for st in expr:
+                        for verb in ("jump", "goto"):
+                            if verb in st:
+                                n += walk(st[verb]["target"], depth + 1)
+                return n
+
+            for name, c in chains.items():
+                if "hook" in c:
+                    best = max(best, walk(name))
+        return best
+
+
+# ---------------------------------------------------------------------------
+# element plumbing
+# ---------------------------------------------------------------------------
+
+
+def _elem_cmd(verb: str, fam: str, sname: str, elems: list) -> dict:
+    return {verb: {"element": _obj(fam, name=sname, elem=elems)}}
+
+
+def _sentinels_first(cmds: list[dict]) -> list[dict]:
+    # the registry "create"s first, so a re-plug fails before anything else runs
+    return sorted(cmds, key=lambda c: "create" not in c)
+
+
+def _fingerprint(want: dict[str, dict[str, list]]) -> str:
+    """Short digest of everything a port wants installed (registry comment)."""
+    body = {
+        fam: {k: sorted(_key(e) for e in v) for k, v in sets.items() if k != "ports"}
+        for fam, sets in want.items()
+    }
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return f"vifwire1:{digest[:32]}"
+
+
+def _is_enoent(exc: NftError) -> bool:
+    t = str(exc)
+    return "No such file or directory" in t or "does not exist" in t
+
+
+def _is_eexist(exc: NftError) -> bool:
+    return "File exists" in str(exc)
+
+
+def _elem_val(e: Any) -> Any:
+    # elements with a counter are listed as {"elem": {"val": ..., "counter": ...}}
+    if isinstance(e, dict) and "elem" in e:
+        return e["elem"]["val"]
+    return e
+
+
+def _elem_ifname(val: Any) -> Any:
+    if isinstance(val, dict) and "concat" in val:
+        return val["concat"][0]
+    return val
+
+
+def _canon(x: Any) -> Any:
+    if isinstance(x, dict) and "prefix" in x:
+        p = x["prefix"]
+        return str(ipaddress.ip_network(f"{p['addr']}/{p['len']}", strict=False))
+    if isinstance(x, dict) and "range" in x:
+        lo, hi = x["range"]
+        return f"{_canon(lo)}-{_canon(hi)}"
+    if isinstance(x, dict) and "concat" in x:
+        return [_canon(y) for y in x["concat"]]
+    if isinstance(x, str):
+        s = x.lower()
+        if s.startswith("0x"):
+            return _hex128(int(s, 16))
+        try:
+            return str(ipaddress.ip_network(s, strict=False))
+        except ValueError:
+            return x
+    return x
+
+
+def _key(e: Any) -> str:
+    """Canonical comparison key of a JSON element (our form vs nft's listing)."""
+    return json.dumps(_canon(_elem_val(e)))
+
+
+def _diff(a: dict[str, dict[str, list]], b: dict[str, dict[str, list]]) -> dict[str, dict[str, list]]:
+    """Elements of ``a`` that are not in ``b`` (family -> set -> elements)."""
+    out: dict[str, dict[str, list]] = {}
+    for fam, sets in a.items():
+        for sname, elems in sets.items():
+            bk = {_key(e) for e in b.get(fam, {}).get(sname, [])}
+            rest = [e for e in elems if _key(e) not in bk]
+            if rest:
+                out.setdefault(fam, {})[sname] = rest
+    return out
+
+
+def _fmt_addr(x: Any) -> str:
+    if isinstance(x, dict) and "prefix" in x:
+        return f"{x['prefix']['addr']}/{x['prefix']['len']}"
+    if isinstance(x, dict) and "range" in x:
+        return f"{x['range'][0]}-{x['range'][1]}"
+    return str(x)
+
+
+def _fmt_nd(x: Any) -> str:
+    def one(v: str) -> str:
+        return str(ipaddress.IPv6Address(int(v, 16)))
+
+    if isinstance(x, dict) and "range" in x:
+        lo, hi = (int(v, 16) for v in x["range"])
+        span = hi - lo + 1
+        if span & (span - 1) == 0 and lo % span == 0:
+            return str(ipaddress.IPv6Network((lo, 128 - span.bit_length() + 1)))
+        return f"{one(x['range'][0])}-{one(x['range'][1])}"
+    return one(x)
