@@ -120,8 +120,11 @@ def render_interface(vif: dict, opts: GuestOptions,
 
     ``hostdev_physical`` and ``ib_hostdev`` give a ``<hostdev>`` element, as
     in Nova.  ``ovs_strategy`` overrides Nova's OVS wiring choice (one of
-    :data:`OVS_STRATEGIES`); it only applies to OVS ports plugged through a
-    tap (``ovs``, ``agilio_ovs`` with a non-passthrough vnic_type).
+    :data:`OVS_STRATEGIES`, ``None`` = decide as Nova does).  It applies only
+    where Nova itself chooses between hybrid / virtualport / create_tap /
+    delegate: ``ovs`` (and ``agilio_ovs`` falling through to it) with a
+    vnic_type other than direct, vdpa, remote-managed (agilio: direct,
+    virtio-forwarder); elsewhere it raises ``VifError``.
     """
     if not isinstance(vif, Mapping):
         raise VifError(None, "vif", f"must be a mapping, got {_typename(vif)}")
@@ -405,9 +408,9 @@ class _Renderer:
                 continue
             for key in ("average", "peak", "burst"):
                 v = getattr(b, key)
-                if v is not None and v < 1:
-                    self.fail(f"guest.{name}.{key}", f"{v} is not a positive "
-                              "integer (libvirt's schema requires >= 1)")
+                if v is not None and not 1 <= v <= _UINT_MAX:
+                    self.fail(f"guest.{name}.{key}", f"{v} is outside "
+                              f"libvirt's range 1-{_UINT_MAX}")
         conf.bw_in = self.opts.bandwidth_in
         conf.bw_out = self.opts.bandwidth_out
 
