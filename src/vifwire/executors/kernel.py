@@ -974,13 +974,12 @@ class VethHandler:
 
 
 def _bridge_body(name: str, mtu: int | None) -> bytes:
-    # Created up: an empty bridge has no carrier, so IPv6 configures nothing
-    # on it before disable_ipv6 is written right after (one request saved).
+    # Created down; IFLA_IFALIAS would be ignored here (the kernel only applies
+    # it to existing links), so it goes with the "up" that follows.
     data = _u32(IFLA_BR_FORWARD_DELAY, 0) + _u32(IFLA_BR_STP_STATE, 0)
     attrs = (_str(IFLA_IFNAME, name) + (_u32(IFLA_MTU, mtu) if mtu else b"")
-             + _str(IFLA_IFALIAS, VIFWIRE_ALIAS)
              + _attr(IFLA_LINKINFO, _str(IFLA_INFO_KIND, "bridge") + _attr(IFLA_INFO_DATA, data)))
-    return _ifi(0, IFF_UP, IFF_UP) + attrs
+    return _ifi() + attrs
 
 
 class BridgeHandler:
@@ -1003,10 +1002,12 @@ class BridgeHandler:
                 raise _fail(ctx, step, f"bridge {name} vanished while being created") from e
             return self._existing(ctx, step, ch, link, mtu)
         try:
+            # IPv6 off before the bridge is ever up; then mark it ours and up
             worker(ctx).call(_sysctl_write, _sysctl_path("ipv6/conf/{dev}/disable_ipv6", name), "1")
+            ch.set_link(index=index, name=name, up=True, alias=VIFWIRE_ALIAS)
         except (OSError, ValueError) as e:
             ch.del_link(name)
-            raise _fail(ctx, step, f"cannot disable IPv6 on bridge {name}: {e}") from e
+            raise _fail(ctx, step, f"cannot set up bridge {name}: {e}") from e
         if index:
             ch.index_cache[name] = index  # for the master step that follows
         return _undo_delete(ch, name)

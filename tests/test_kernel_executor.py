@@ -1,0 +1,625 @@
+"""The netlink executor against the real kernel, inside throwaway namespaces.
+
+Every test works in namespaces made by :func:`vifwire.sandbox.netns.sandbox`
+(always removed); the host's own namespace is never touched. State is checked
+independently through pyroute2, traffic with ``ping`` inside the namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+from pyroute2 import IPRoute  # noqa: E402
+
+from vifwire.errors import HostError  # noqa: E402
+from vifwire.executors import kernel as K  # noqa: E402
+from vifwire.executors.base import HANDLERS, HostContext  # noqa: E402
+from vifwire.planner.plan import Step  # noqa: E402
+from vifwire.sandbox import netns  # noqa: E402
+
+MAC = "fa:16:3e:12:34:56"
+
+
+# ---------------------------------------------------------------------------
+# fixtures and helpers
+
+
+@pytest.fixture
+def ns():
+    with netns.sandbox("kt") as name:
+        yield name
+
+
+@pytest.fixture
+def guest():
+    with netns.sandbox("kg") as name:
+        yield name
+
+
+@pytest.fixture
+def ctx(ns):
+    with HostContext(netns=ns, port_id="port-1") as c:
+        yield c
+
+
+@pytest.fixture
+def ipr(ns):
+    with IPRoute(netns=ns, flags=0) as i:
+        yield i
+
+
+def link(ipr: IPRoute, name: str) -> dict | None:
+    """What the kernel says about ``name`` (independently of vifwire)."""
+    idx = ipr.link_lookup(ifname=name)
+    if not idx:
+        return None
+    m = ipr.link("get", index=idx[0])[0]
+    li = m.get_attr("IFLA_LINKINFO")
+    data = li.get_attr("IFLA_INFO_DATA") if li else None
+    master = m.get("master")
+    return {
+        "index": m["index"], "kind": li.get_attr("IFLA_INFO_KIND") if li else None,
+        "mtu": m.get("mtu"), "mac": m.get("address"), "up": bool(m["flags"] & 1),
+        "master": ipr.link("get", index=master)[0].get("ifname") if master else None,
+        "alias": m.get_attr("IFLA_IFALIAS"), "link": m.get("link"),
+        "data": dict(data["attrs"]) if data and not isinstance(data, (str, bytes)) and "attrs" in data else {},
+    }
+
+
+def step(op: str, **args) -> Step:
+    return Step(op=op, args=args)
+
+
+def apply(s: Step, ctx: HostContext):
+    return HANDLERS[s.op].apply(s, ctx)
+
+
+def verify(s: Step, ctx: HostContext) -> list[str]:
+    return HANDLERS[s.op].verify(s, ctx)
+
+
+def remove(s: Step, ctx: HostContext) -> None:
+    HANDLERS[s.op].remove(s, ctx)
+
+
+def in_ns(ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, check=check)
+
+
+def sysctl(ns: str, path: str) -> str:
+    return in_ns(ns, "cat", "/proc/sys/net/" + path).stdout.strip()
+
+
+def ping(ns: str, addr: str) -> bool:
+    for _ in range(3):  # the first probe may race with DAD / carrier
+        if in_ns(ns, "ping", "-c", "1", "-W", "2", addr, check=False).returncode == 0:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+# ---------------------------------------------------------------------------
+# tap
+
+
+def test_tap_lifecycle(ctx, ipr):
+    s = step("tap", name="tap0a", mac=MAC, mtu=1450, multiqueue=False)
+    undo = apply(s, ctx)
+    assert undo is not None
+    got = link(ipr, "tap0a")
+    assert got["kind"] == "tun" and got["data"]["IFLA_TUN_TYPE"] == 2  # IFF_TAP
+    assert got["data"]["IFLA_TUN_PERSIST"] == 1 and got["data"]["IFLA_TUN_MULTI_QUEUE"] == 0
+    assert (got["mtu"], got["mac"], got["up"], got["master"]) == (1450, MAC, True, None)
+    assert verify(s, ctx) == []
+    assert apply(s, ctx) is None  # already as wanted: nothing changed
+
+    ipr.link("set", index=got["index"], mtu=1500)
+    assert verify(s, ctx) == ["tap0a: mtu is 1500, recorded 1450"]
+    ipr.link("set", index=got["index"], state="down")
+    assert "tap0a: is down, recorded up" in verify(s, ctx)
+
+    undo()
+    assert link(ipr, "tap0a") is None
+    apply(s, ctx)
+    remove(s, ctx)
+    assert link(ipr, "tap0a") is None
+    remove(s, ctx)  # absent is success
+
+
+def test_tap_multiqueue(ctx, ipr):
+    s = step("tap", name="tapmq", mac=None, mtu=None, multiqueue=True)
+    apply(s, ctx)
+    assert link(ipr, "tapmq")["data"]["IFLA_TUN_MULTI_QUEUE"] == 1
+    assert verify(s, ctx) == []
+    # the same name wanted single-queue: the leftover is replaced
+    s1 = step("tap", name="tapmq", mac=None, mtu=None, multiqueue=False)
+    assert verify(s1, ctx) == ["tapmq: not a tap"]
+    apply(s1, ctx)
+    assert link(ipr, "tapmq")["data"]["IFLA_TUN_MULTI_QUEUE"] == 0
+
+
+def test_tap_leftover_wrong_mtu_is_repaired_and_undo_restores(ctx, ipr):
+    ipr.link("add", ifname="tap0b", kind="tuntap", mode="tap")
+    idx = ipr.link_lookup(ifname="tap0b")[0]
+    ipr.link("set", index=idx, mtu=1500)
+    s = step("tap", name="tap0b", mac=MAC, mtu=1400, multiqueue=False)
+    undo = apply(s, ctx)
+    got = link(ipr, "tap0b")
+    assert got["index"] == idx  # repaired in place, not recreated
+    assert (got["mtu"], got["mac"], got["up"]) == (1400, MAC, True)
+    assert verify(s, ctx) == []
+    undo()
+    got = link(ipr, "tap0b")
+    assert (got["mtu"], got["up"]) == (1500, False) and got["mac"] != MAC
+
+
+def test_tap_leftover_of_wrong_kind_is_replaced(ctx, ipr):
+    ipr.link("add", ifname="tap0c", kind="veth", peer="tap0c-peer")
+    s = step("tap", name="tap0c", mac=None, mtu=1450, multiqueue=False)
+    apply(s, ctx)
+    assert link(ipr, "tap0c")["kind"] == "tun"
+    assert link(ipr, "tap0c-peer") is None
+    assert verify(s, ctx) == []
+
+
+# ---------------------------------------------------------------------------
+# veth
+
+
+def test_veth_lifecycle(ctx, ipr):
+    s = step("veth", name="tap1a", peer="tin1a", mtu=1450)
+    undo = apply(s, ctx)
+    tap, tin = link(ipr, "tap1a"), link(ipr, "tin1a")
+    for got in (tap, tin):
+        assert (got["kind"], got["mtu"], got["up"]) == ("veth", 1450, True)
+    assert tap["link"] == tin["index"]
+    assert verify(s, ctx) == []
+    assert apply(s, ctx) is None
+
+    ipr.link("set", index=tap["index"], mtu=1500)
+    assert verify(s, ctx) == ["tap1a: mtu is 1500, recorded 1450"]
+    fix = apply(s, ctx)  # repaired; its undo puts the drift back exactly
+    assert link(ipr, "tap1a")["mtu"] == 1450 and verify(s, ctx) == []
+    fix()
+    assert link(ipr, "tap1a")["mtu"] == 1500
+
+    undo()
+    assert link(ipr, "tap1a") is None and link(ipr, "tin1a") is None
+    apply(s, ctx)
+    remove(s, ctx)
+    assert link(ipr, "tap1a") is None and link(ipr, "tin1a") is None
+    remove(s, ctx)
+
+
+def test_veth_peer_created_in_guest_namespace_and_pings(ctx, ipr, ns, guest):
+    s = step("veth", name="tap2a", peer="tin2a", mtu=1400, peer_netns=guest)
+    undo = apply(s, ctx)
+    assert link(ipr, "tin2a") is None
+    tap = link(ipr, "tap2a")
+    assert (tap["kind"], tap["mtu"], tap["up"]) == ("veth", 1400, True)
+    with IPRoute(netns=guest, flags=0) as g:
+        tin = link(g, "tin2a")
+        assert (tin["kind"], tin["mtu"], tin["up"]) == ("veth", 1400, True)
+        assert tin["link"] == tap["index"]
+        g.addr("add", index=tin["index"], address="10.97.2.2", prefixlen=24)
+    ipr.addr("add", index=tap["index"], address="10.97.2.1", prefixlen=24)
+    assert ping(guest, "10.97.2.1")
+    assert verify(s, ctx) == []
+    assert apply(s, ctx) is None
+    undo()
+    assert link(ipr, "tap2a") is None
+    with IPRoute(netns=guest, flags=0) as g:
+        assert link(g, "tin2a") is None
+
+
+def test_veth_leftover_tin_is_repaired(ctx, ipr, guest):
+    # a crash left the guest end (with some other partner) in the guest
+    with IPRoute(netns=guest, flags=0) as g:
+        g.link("add", ifname="tin3a", kind="veth", peer="junk3a")
+    s = step("veth", name="tap3a", peer="tin3a", mtu=1450, peer_netns=guest)
+    apply(s, ctx)
+    with IPRoute(netns=guest, flags=0) as g:
+        tin = link(g, "tin3a")
+        assert link(g, "junk3a") is None
+        assert (tin["mtu"], tin["up"], tin["link"]) == (1450, True, link(ipr, "tap3a")["index"])
+    # and a leftover tin in the host namespace (no peer namespace)
+    ipr.link("add", ifname="tin3b", kind="veth", peer="junk3b")
+    s2 = step("veth", name="tap3b", peer="tin3b", mtu=1450)
+    apply(s2, ctx)
+    assert link(ipr, "junk3b") is None
+    assert link(ipr, "tap3b")["link"] == link(ipr, "tin3b")["index"]
+    assert verify(s2, ctx) == []
+
+
+def test_veth_missing_peer_namespace(ctx):
+    with pytest.raises(HostError, match="peer namespace vw-nonexistent does not exist"):
+        apply(step("veth", name="tap4a", peer="tin4a", mtu=None, peer_netns="vw-nonexistent"), ctx)
+
+
+# ---------------------------------------------------------------------------
+# bridge + master
+
+
+def test_bridge_lifecycle(ctx, ipr, ns):
+    s = step("bridge", name="br5a", mtu=1450, shared=False)
+    undo = apply(s, ctx)
+    br = link(ipr, "br5a")
+    assert (br["kind"], br["mtu"], br["up"], br["alias"]) == ("bridge", 1450, True, K.VIFWIRE_ALIAS)
+    assert br["data"]["IFLA_BR_STP_STATE"] == 0 and br["data"]["IFLA_BR_FORWARD_DELAY"] == 0
+    assert sysctl(ns, "ipv6/conf/br5a/disable_ipv6") == "1"
+    assert verify(s, ctx) == [] and apply(s, ctx) is None
+    ipr.link("set", index=br["index"], mtu=1400)
+    assert verify(s, ctx) == ["br5a: mtu is 1400, recorded 1450"]
+    ipr.link("set", index=br["index"], kind="bridge", br_stp_state=1)
+    assert "br5a: STP is on, recorded off" in verify(s, ctx)
+    undo()
+    assert link(ipr, "br5a") is None
+    apply(s, ctx)
+    remove(s, ctx)
+    assert link(ipr, "br5a") is None
+    remove(s, ctx)
+
+
+def test_master_lifecycle(ctx, ipr):
+    apply(step("bridge", name="br6a", mtu=1450, shared=True), ctx)
+    apply(step("veth", name="tap6a", peer="tin6a", mtu=1450), ctx)
+    s = step("master", name="tap6a", master="br6a")
+    undo = apply(s, ctx)
+    assert link(ipr, "tap6a")["master"] == "br6a"
+    assert verify(s, ctx) == [] and apply(s, ctx) is None
+    ipr.link("set", index=link(ipr, "tap6a")["index"], master=0)
+    assert verify(s, ctx) == ["tap6a: master is none, recorded br6a"]
+    apply(s, ctx)
+    undo()
+    assert link(ipr, "tap6a")["master"] is None
+    apply(s, ctx)
+    remove(s, ctx)
+    assert link(ipr, "tap6a")["master"] is None
+    remove(s, ctx)
+    with pytest.raises(HostError, match="master nosuchbr does not exist"):
+        apply(step("master", name="tap6a", master="nosuchbr"), ctx)
+
+
+def test_two_guests_on_a_vifwire_bridge_ping_each_other(ctx, ipr):
+    plans = []
+    with netns.sandbox("kg") as g1, netns.sandbox("kg") as g2:
+        for i, g in enumerate((g1, g2), start=1):
+            steps = [step("bridge", name="br7a", mtu=1450, shared=True),
+                     step("veth", name=f"tap7{i}", peer=f"tin7{i}", mtu=1450, peer_netns=g),
+                     step("master", name=f"tap7{i}", master="br7a")]
+            for s in steps:
+                apply(s, ctx)
+            plans.append(steps)
+            with IPRoute(netns=g, flags=0) as gi:
+                idx = gi.link_lookup(ifname=f"tin7{i}")[0]
+                gi.addr("add", index=idx, address=f"10.97.7.{i}", prefixlen=24)
+        assert link(ipr, "tap71")["master"] == "br7a" and link(ipr, "tap72")["master"] == "br7a"
+        assert ping(g1, "10.97.7.2") and ping(g2, "10.97.7.1")
+        for steps in plans:
+            assert [d for s in steps for d in verify(s, ctx)] == []
+
+        # unplug the first port: the shared bridge stays for the second
+        for s in reversed(plans[0]):
+            remove(s, ctx)
+        assert link(ipr, "tap71") is None and link(ipr, "br7a") is not None
+        # unplug the last port: vifwire made the bridge, so it goes with it
+        for s in reversed(plans[1]):
+            remove(s, ctx)
+        assert link(ipr, "tap72") is None and link(ipr, "br7a") is None
+
+
+def test_shared_bridge_with_down_ports_is_kept(ctx, ipr):
+    s = step("bridge", name="br8b", mtu=None, shared=True)
+    apply(s, ctx)
+    ipr.link("add", ifname="x8b", kind="veth", peer="y8b")  # down: no carrier on the bridge
+    ipr.link("set", index=ipr.link_lookup(ifname="x8b")[0], master=link(ipr, "br8b")["index"])
+    remove(s, ctx)
+    assert link(ipr, "br8b") is not None
+    ipr.link("del", ifname="x8b")
+    remove(s, ctx)
+    assert link(ipr, "br8b") is None
+
+
+def test_preexisting_bridge_is_never_removed(ctx, ipr):
+    ipr.link("add", ifname="br8a", kind="bridge")
+    s = step("bridge", name="br8a", mtu=None, shared=True)
+    assert apply(s, ctx) is not None  # it was down: brought up (undo puts it down)
+    assert link(ipr, "br8a")["up"] and link(ipr, "br8a")["alias"] is None
+    apply(step("veth", name="tap8a", peer="tin8a", mtu=None), ctx)
+    apply(step("master", name="tap8a", master="br8a"), ctx)
+    remove(step("master", name="tap8a", master="br8a"), ctx)
+    remove(step("veth", name="tap8a", peer="tin8a", mtu=None), ctx)
+    remove(s, ctx)
+    assert link(ipr, "br8a") is not None  # not vifwire's: stays, even empty
+
+
+def test_bridge_name_taken_by_other_kind(ctx, ipr):
+    ipr.link("add", ifname="br8c", kind="veth", peer="br8c-p")
+    with pytest.raises(HostError, match="br8c exists and is a veth device, not a bridge"):
+        apply(step("bridge", name="br8c", mtu=None, shared=True), ctx)
+
+
+# ---------------------------------------------------------------------------
+# macvtap, vlan, require_link
+
+
+def test_macvtap_lifecycle(ctx, ipr):
+    ipr.link("add", ifname="src9", kind="veth", peer="src9p")
+    ipr.link("set", index=ipr.link_lookup(ifname="src9")[0], state="up")
+    s = step("macvtap", name="mvt9a", source="src9", mode="bridge", mac=MAC, mtu=1400)
+    undo = apply(s, ctx)
+    got = link(ipr, "mvt9a")
+    assert (got["kind"], got["mtu"], got["mac"], got["up"]) == ("macvtap", 1400, MAC, True)
+    assert got["link"] == ipr.link_lookup(ifname="src9")[0]
+    assert got["data"]["IFLA_MACVTAP_MODE"] in (4, "bridge")
+    assert verify(s, ctx) == [] and apply(s, ctx) is None
+    ipr.link("set", index=got["index"], mtu=1300)
+    assert verify(s, ctx) == ["mvt9a: mtu is 1300, recorded 1400"]
+    # wrong mode: replaced
+    s2 = step("macvtap", name="mvt9a", source="src9", mode="vepa", mac=MAC, mtu=1400)
+    assert any("mode is bridge" in d for d in verify(s2, ctx))
+    apply(s2, ctx)
+    assert link(ipr, "mvt9a")["data"]["IFLA_MACVTAP_MODE"] in (2, "vepa")
+    undo()
+    assert link(ipr, "mvt9a") is None
+    apply(s, ctx)
+    remove(s, ctx)
+    assert link(ipr, "mvt9a") is None
+    remove(s, ctx)
+    with pytest.raises(HostError, match="source nosuch does not exist"):
+        apply(step("macvtap", name="mvt9b", source="nosuch", mode="bridge", mac=None, mtu=None), ctx)
+
+
+def test_vlan_reports_missing_kernel_feature(ctx, ipr):
+    ipr.link("add", ifname="eth10", kind="veth", peer="eth10p")
+    s = step("vlan", name="vlan100", parent="eth10", vlan_id=100)
+    try:
+        undo = apply(s, ctx)
+    except HostError as e:
+        assert e.problem == "kernel has no 802.1Q VLAN support (module 8021q)"
+        assert str(e) == ("port port-1: vlan vlan100: "
+                          "kernel has no 802.1Q VLAN support (module 8021q)")
+        assert link(ipr, "vlan100") is None
+        return
+    # a kernel with 8021q: the device must be right
+    got = link(ipr, "vlan100")  # pragma: no cover - not on the reference kernel
+    assert got["kind"] == "vlan" and got["data"]["IFLA_VLAN_ID"] == 100
+    undo()
+
+
+def test_require_link(ctx):
+    assert apply(step("require_link", name="lo", why="loopback"), ctx) is None
+    assert verify(step("require_link", name="lo", why="x"), ctx) == []
+    with pytest.raises(HostError, match=r"nosuch0 \(network bridge\) does not exist"):
+        apply(step("require_link", name="nosuch0", why="network bridge"), ctx)
+    assert verify(step("require_link", name="nosuch0", why="x"), ctx) == ["nosuch0: missing"]
+    remove(step("require_link", name="nosuch0", why="x"), ctx)
+
+
+# ---------------------------------------------------------------------------
+# routed taps: routes, sysctls, proxy_ndp
+
+
+def _routes(ipr: IPRoute) -> set[tuple[str, int, int, int]]:
+    out = set()
+    for fam in (2, 10):
+        for r in ipr.route("dump", family=fam):
+            if r["proto"] == K.VIFWIRE_RTPROT:
+                out.add((r.get("dst"), r["dst_len"], r["scope"], r.get("oif")))
+    return out
+
+
+def test_routes_lifecycle(ctx, ipr):
+    apply(step("tap", name="tap11", mac=MAC, mtu=None, multiqueue=False), ctx)
+    oif = ipr.link_lookup(ifname="tap11")[0]
+    s = step("routes", dev="tap11", addresses=["10.97.11.5", "fd97::11:5"])
+    undo = apply(s, ctx)
+    assert _routes(ipr) == {("10.97.11.5", 32, 253, oif), ("fd97::11:5", 128, 0, oif)}
+    assert verify(s, ctx) == [] and apply(s, ctx) is None
+    ipr.route("del", dst="10.97.11.5/32", proto=K.VIFWIRE_RTPROT, scope=253)
+    assert verify(s, ctx) == ["tap11: host route to 10.97.11.5 is missing"]
+    apply(s, ctx)
+    undo()
+    assert _routes(ipr) == set()
+    apply(s, ctx)
+    remove(s, ctx)
+    assert _routes(ipr) == set()
+    remove(s, ctx)
+
+
+def test_routes_take_over_own_stale_route_but_not_foreign(ctx, ipr):
+    apply(step("tap", name="tap12", mac=None, mtu=None, multiqueue=False), ctx)
+    apply(step("tap", name="tap12old", mac=None, mtu=None, multiqueue=False), ctx)
+    old = ipr.link_lookup(ifname="tap12old")[0]
+    ipr.route("add", dst="10.97.12.5/32", oif=old, proto=K.VIFWIRE_RTPROT, scope=253)
+    apply(step("routes", dev="tap12", addresses=["10.97.12.5"]), ctx)
+    assert _routes(ipr) == {("10.97.12.5", 32, 253, ipr.link_lookup(ifname="tap12")[0])}
+    ipr.route("add", dst="10.97.12.6/32", oif=old, proto=4, scope=253)  # static, not ours
+    with pytest.raises(HostError, match="a route to 10.97.12.6 via another device exists"):
+        apply(step("routes", dev="tap12", addresses=["10.97.12.6"]), ctx)
+
+
+def test_sysctls_lifecycle(ctx, ns):
+    apply(step("veth", name="tap13", peer="tin13", mtu=None), ctx)
+    values = {"ipv4/conf/{dev}/proxy_arp": "1", "ipv4/conf/{dev}/forwarding": "1",
+              "ipv6/conf/{dev}/accept_ra": "0", "ipv6/conf/{dev}/proxy_ndp": "1"}
+    before = {k: sysctl(ns, k.replace("{dev}", "tap13")) for k in values}
+    s = step("sysctls", dev="tap13", values=values)
+    undo = apply(s, ctx)
+    for k, v in values.items():
+        assert sysctl(ns, k.replace("{dev}", "tap13")) == v
+    assert verify(s, ctx) == [] and apply(s, ctx) is None
+    in_ns(ns, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/tap13/proxy_arp")
+    assert verify(s, ctx) == ["tap13: ipv4/conf/tap13/proxy_arp is 0, recorded 1"]
+    apply(s, ctx)
+    undo()
+    assert {k: sysctl(ns, k.replace("{dev}", "tap13")) for k in values} == before
+    remove(s, ctx)
+    with pytest.raises(HostError, match="not under /proc/sys/net"):
+        apply(step("sysctls", dev="tap13", values={"../../kernel/hostname": "x"}), ctx)
+
+
+def test_sysctls_stay_in_the_namespace(ctx, ns):
+    # the same device name in the root namespace must not be touched: use lo,
+    # which exists everywhere, and compare with the root's value
+    with open("/proc/sys/net/ipv4/conf/lo/proxy_arp") as f:
+        root_before = f.read()
+    s = step("sysctls", dev="lo", values={"ipv4/conf/{dev}/proxy_arp": "1" if root_before.strip() == "0" else "0"})
+    undo = apply(s, ctx)
+    with open("/proc/sys/net/ipv4/conf/lo/proxy_arp") as f:
+        assert f.read() == root_before
+    assert sysctl(ns, "ipv4/conf/lo/proxy_arp") != root_before.strip()
+    undo()
+
+
+def test_proxy_ndp_lifecycle(ctx, ipr, ns):
+    apply(step("tap", name="tap14", mac=None, mtu=None, multiqueue=False), ctx)
+    s = step("proxy_ndp", dev="tap14", addresses=["10.97.14.5", "fd97::14:5", "fd97::14:6"])
+
+    def entries() -> set[str]:
+        out = in_ns(ns, "ip", "-6", "neigh", "show", "proxy").stdout.split("\n")
+        return {ln.split()[0] for ln in out if "dev tap14" in ln}
+
+    undo = apply(s, ctx)
+    assert entries() == {"fd97::14:5", "fd97::14:6"}
+    assert verify(s, ctx) == [] and apply(s, ctx) is None
+    in_ns(ns, "ip", "-6", "neigh", "del", "proxy", "fd97::14:6", "dev", "tap14")
+    assert verify(s, ctx) == ["tap14: proxy NDP entry for fd97::14:6 is missing"]
+    redo = apply(s, ctx)
+    assert entries() == {"fd97::14:5", "fd97::14:6"}
+    redo()  # undo of the repair removes only what it added
+    assert entries() == {"fd97::14:5"}
+    undo()
+    assert entries() == set()
+    apply(s, ctx)
+    remove(s, ctx)
+    assert entries() == set()
+    remove(s, ctx)
+
+
+def test_routed_guest_pings_through_proxy_arp(ctx, ipr, ns, guest):
+    """A routed veth guest: host routes + proxy ARP make the host reachable."""
+    steps = [step("veth", name="tap15", peer="tin15", mtu=None, peer_netns=guest),
+             step("sysctls", dev="tap15", values={"ipv4/conf/{dev}/proxy_arp": "1",
+                                                   "ipv4/conf/{dev}/forwarding": "1"}),
+             step("routes", dev="tap15", addresses=["10.97.15.5"])]
+    for s in steps:
+        apply(s, ctx)
+    ipr.addr("add", index=ipr.link_lookup(ifname="lo")[0], address="10.97.15.1", prefixlen=32)
+    with IPRoute(netns=guest, flags=0) as g:
+        idx = g.link_lookup(ifname="tin15")[0]
+        g.addr("add", index=idx, address="10.97.15.5", prefixlen=32)
+        g.route("add", dst="10.97.15.1/32", oif=idx, scope=253)
+    assert ping(guest, "10.97.15.1")
+
+
+# ---------------------------------------------------------------------------
+# unplug fallbacks and bulk removal
+
+
+def test_remove_finds_renamed_tap_by_mac(ctx, ipr):
+    s = step("tap", name="tap16", mac=MAC, mtu=None, multiqueue=False)
+    apply(s, ctx)
+    idx = ipr.link_lookup(ifname="tap16")[0]
+    ipr.link("set", index=idx, state="down")
+    ipr.link("set", index=idx, ifname="vnet16")  # named by an older version
+    assert K.find_by_mac(ctx, MAC.upper(), ["tun"]) == "vnet16"
+    remove(s, ctx)
+    assert link(ipr, "vnet16") is None
+
+
+def test_remove_finds_renamed_veth_by_mac(ctx, ipr):
+    s = step("veth", name="tap17", peer="tin17", mtu=None, mac=MAC)
+    apply(s, ctx)
+    idx = ipr.link_lookup(ifname="tap17")[0]
+    ipr.link("set", index=idx, state="down")
+    ipr.link("set", index=idx, ifname="oldtap17", address=MAC)
+    ipr.link("set", index=ipr.link_lookup(ifname="tin17")[0], state="down")
+    ipr.link("set", index=ipr.link_lookup(ifname="tin17")[0], ifname="oldtin17")
+    remove(s, ctx)
+    assert link(ipr, "oldtap17") is None and link(ipr, "oldtin17") is None
+
+
+def test_find_by_mac_refuses_to_guess(ctx, ipr):
+    for n in ("dup1", "dup2"):
+        ipr.link("add", ifname=n, kind="veth", peer=n + "p")
+        ipr.link("set", index=ipr.link_lookup(ifname=n)[0], address=MAC)
+    assert K.find_by_mac(ctx, "fa:16:3e:00:00:99") is None
+    with pytest.raises(HostError, match="several interfaces have this MAC: dup1, dup2"):
+        K.find_by_mac(ctx, MAC, ["veth"])
+
+
+def test_bulk_removal_of_200_veth_pairs(ctx, ipr):
+    names = [f"tap{i:03d}" for i in range(200)]
+    for n in names:
+        apply(step("veth", name=n, peer=n.replace("tap", "tin"), mtu=1450), ctx)
+    apply(step("tap", name="keepme", mac=None, mtu=None, multiqueue=False), ctx)
+    t = time.perf_counter()
+    K.remove_links_bulk(ctx, names + ["absent0", "absent1"])
+    elapsed = time.perf_counter() - t
+    left = {m.get("ifname") for m in ipr.link("dump")}
+    assert left == {"lo", "keepme"}
+    assert elapsed < 5, f"bulk removal of 200 pairs took {elapsed:.2f}s"
+    K.remove_links_bulk(ctx, [])
+    K.remove_links_bulk(ctx, ["absent"])
+
+
+def test_bulk_removal_mixed_kinds(ctx, ipr):
+    apply(step("bridge", name="qbr18", mtu=None, shared=False), ctx)
+    apply(step("veth", name="qvb18", peer="qvo18", mtu=None), ctx)
+    apply(step("master", name="qvb18", master="qbr18"), ctx)
+    apply(step("tap", name="tap18", mac=None, mtu=None, multiqueue=True), ctx)
+    K.remove_links_bulk(ctx, ["qbr18", "qvb18", "qvo18", "tap18"])
+    assert {m.get("ifname") for m in ipr.link("dump")} == {"lo"}
+
+
+# ---------------------------------------------------------------------------
+# context and namespace hygiene
+
+
+def test_one_socket_per_namespace_and_cleanup(ns):
+    with HostContext(netns=ns) as c:
+        apply(step("tap", name="tap19", mac=None, mtu=None, multiqueue=False), c)
+        apply(step("bridge", name="br19", mtu=None, shared=True), c)
+        assert K.ipr(c) is K.ipr(c) and K.channel(c) is K.channel(c)
+        assert "ipr:" + ns in c._cache
+        w = K.worker(c)
+    assert c._cache == {} and w.q is None and not w.thread.is_alive()
+
+
+def test_missing_namespace_is_not_created():
+    with HostContext(netns="vw-kt-missing") as c:
+        with pytest.raises(Exception):
+            apply(step("require_link", name="lo", why="x"), c)
+    assert not netns.exists("vw-kt-missing")
+
+
+def test_current_namespace_mode(ns):
+    """netns=None means the namespace the process runs in; run it in a child
+    that entered the sandbox, so the host's own namespace stays untouched."""
+    code = (
+        "import os, ctypes;"
+        f"fd = os.open('/var/run/netns/{ns}', os.O_RDONLY);"
+        "assert ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) == 0;"
+        "from vifwire.executors.base import HostContext, HANDLERS;"
+        "import vifwire.executors.kernel as K;"
+        "from vifwire.planner.plan import Step;"
+        "c = HostContext();"
+        "s = Step(op='tap', args={'name': 'tap20', 'mtu': 1400});"
+        "HANDLERS['tap'].apply(s, c);"
+        "b = Step(op='bridge', args={'name': 'br20', 'shared': True});"
+        "HANDLERS['bridge'].apply(b, c);"
+        "assert HANDLERS['tap'].verify(s, c) == [] and HANDLERS['bridge'].verify(b, c) == [];"
+        "c.close()"
+    )
+    import sys
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with IPRoute(netns=ns, flags=0) as i:
+        assert link(i, "tap20")["mtu"] == 1400 and link(i, "br20")["kind"] == "bridge"
+    assert sysctl(ns, "ipv6/conf/br20/disable_ipv6") == "1"
