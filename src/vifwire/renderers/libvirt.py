@@ -134,10 +134,16 @@ def render_interface(vif: dict, opts: GuestOptions,
 
 def render_interface_xml(vif: dict, opts: GuestOptions,
                          ovs_strategy: str | None = None) -> str:
-    """:func:`render_interface` serialised like Nova's ``to_xml()``."""
+    """:func:`render_interface` serialised like Nova's ``to_xml()``.
+
+    Byte for byte what lxml's pretty printer gives for the same tree (two
+    space indent, ``<x/>`` without a space, trailing newline).  ElementTree
+    writes ``" />"``; attribute values always escape ``>``, so that sequence
+    only ever ends an empty element.
+    """
     elem = render_interface(vif, opts, ovs_strategy)
     indent(elem, space="  ")
-    return tostring(elem, encoding="unicode") + "\n"
+    return tostring(elem, encoding="unicode").replace(" />", "/>") + "\n"
 
 
 # ---------------------------------------------------------------------------
