@@ -15,7 +15,10 @@
   ``lenient``   Nova fails by accident of implementation, vifwire renders.
 
   802.1Qbg is compared after merging Nova's four ``<parameters>`` elements
-  into one (libvirt allows only one; see docs/libvirt-rendering.md).
+  into one (libvirt allows only one; see docs/libvirt-rendering.md).  Apart
+  from that, ``render_interface_xml`` must equal Nova's ``to_xml()`` byte for
+  byte.  ``test_randomised_differential`` repeats the comparison for 400
+  seeded random VIFs (valid and broken values mixed).
 
 * Schema test: everything vifwire renders validates with ``virt-xml-validate``
   (Debian: libvirt-clients, libxml2-utils), all interfaces in one domain.
