@@ -15,14 +15,31 @@ port (idempotent add: probe + read back + diff).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import os
 import statistics
+import subprocess
 import sys
 import time
 
 from vifwire.executors.antispoof import AntiSpoof, PortFilter
 from vifwire.executors.nft import Nft
 from vifwire.sandbox import netns
+
+
+@contextlib.contextmanager
+def sandbox(tag: str):
+    """netns.sandbox, but also cleaned up if creating the namespace fails half-way."""
+    name = netns.unique_name(tag)
+    try:
+        netns.create(name)
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            netns.remove(name)
+        if os.path.lexists(netns.netns_path(name)):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
 def port(i: int, bridged: bool = False) -> PortFilter:
@@ -48,6 +65,7 @@ def run_size(asp: AntiSpoof, have: int, target: int, reps: int, bridged: bool) -
     if target > have:
         t = timed(lambda: asp.add_ports(port(i, bridged) for i in range(have, target)))
         print(f"  bulk-loaded ports {have}..{target - 1} in {t:.2f}s", file=sys.stderr)
+        time.sleep(0.5)  # let the kernel's deferred hash-table resizes settle
     base = 900_000
     adds, removes, hinted = [], [], []
     for r in range(reps):
@@ -86,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     sizes = sorted(int(x) for x in a.sizes.split(","))
     rows = []
-    with netns.sandbox("bench") as ns, Nft(ns) as nft:
+    with sandbox("asbench") as ns, Nft(ns) as nft:
         asp = AntiSpoof(nft)
         asp.ensure_tables()
         have = 0

@@ -36,6 +36,22 @@ ETH_P_IPV6 = 0x86DD
 BCAST = "ff:ff:ff:ff:ff:ff"
 IFA_F_NODAD = 0x02
 
+
+
+@pytest.fixture(autouse=True)
+def _patient_pyroute2():
+    """pyroute2 reaches a named netns through a forked helper with a 2 s
+    answer timeout; on a loaded host (other suites creating thousands of
+    links) forks and RTNL take longer. Be patient, then restore the defaults."""
+    from pyroute2 import config
+
+    saved = (config.default_communicate_timeout, config.default_create_socket_timeout)
+    config.default_communicate_timeout = 30
+    config.default_create_socket_timeout = 120
+    yield
+    config.default_communicate_timeout, config.default_create_socket_timeout = saved
+
+
 # ---------------------------------------------------------------------------
 # running code inside a namespace
 # ---------------------------------------------------------------------------
@@ -66,6 +82,24 @@ def in_ns(ns: str, fn, *args):
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+@contextlib.contextmanager
+def sandbox(tag: str):
+    """``netns.sandbox`` that also removes the namespace when its creation
+    fails half-way (pyroute2 creates it from a forked helper that can time
+    out on a loaded host after the /var/run/netns entry exists)."""
+    name = netns.unique_name(tag)
+    try:
+        netns.create(name)
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            netns.remove(name)
+        if os.path.lexists(netns.netns_path(name)):
+            import subprocess
+
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
 def sysctl(ns: str, path: str, value: str) -> None:
@@ -219,7 +253,7 @@ def collect(s: socket.socket, seconds: float) -> list[bytes]:
     return out
 
 
-def wait_for(s: socket.socket, pred, seconds: float = 2.0) -> bool:
+def wait_for(s: socket.socket, pred, seconds: float = 3.0) -> bool:
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
         r, _, _ = select.select([s], [], [], left)
@@ -240,14 +274,14 @@ def udp_reaches(tx_ns: str, dst: str, port: int, rx: socket.socket) -> bool:
         with socket.socket(fam, socket.SOCK_DGRAM) as s:
             s.sendto(token, (dst, port))
 
-    for _ in range(3):  # the first datagram may be lost to neighbour resolution
+    for _ in range(5):  # the first datagram may be lost to neighbour resolution
         in_ns(tx_ns, send)
         if wait_for(rx, lambda d: d == token, 1.0):
             return True
     return False
 
 
-def ping(tx_ns: str, dst: str, tries: int = 3) -> bool:
+def ping(tx_ns: str, dst: str, tries: int = 5) -> bool:
     v6 = ":" in dst
     s = icmp_sock(tx_ns, v6)
     try:
@@ -271,7 +305,7 @@ def ping(tx_ns: str, dst: str, tries: int = 3) -> bool:
         s.close()
 
 
-def wait_counter(asp: AntiSpoof, ifname: str, reason: str, above: int, seconds: float = 2.0) -> int:
+def wait_counter(asp: AntiSpoof, ifname: str, reason: str, above: int, seconds: float = 5.0) -> int:
     end = time.monotonic() + seconds
     while True:
         v = asp.drops(ifname).get(reason, 0)
@@ -312,6 +346,31 @@ def _prep_ns(ns: str) -> None:
         sysctl(ns, key, val)
 
 
+IFA_F_TENTATIVE = 0x40
+
+
+def _wait_ipv6_ready(ns: str, ifname: str, timeout: float = 60.0) -> None:
+    """Wait until no IPv6 address of ``ifname`` is tentative.
+
+    Even with DAD off, addresses stay tentative until the kernel has seen the
+    link come up (linkwatch, which waits for the global RTNL lock: slow on a
+    busy host); until then the interface ignores neighbour solicitations.
+    """
+    from pyroute2 import IPRoute
+
+    end = time.monotonic() + timeout
+    with IPRoute(netns=ns) as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        while True:
+            addrs = ipr.get_addr(family=socket.AF_INET6, index=idx)
+            flags = [a.get_attr("IFA_FLAGS") or a["flags"] for a in addrs]
+            if flags and not any(f & IFA_F_TENTATIVE for f in flags):
+                return
+            if time.monotonic() > end:
+                raise TimeoutError(f"{ns}/{ifname}: IPv6 addresses still tentative")
+            time.sleep(0.1)
+
+
 def _veth(host: str, guest: Guest) -> None:
     from pyroute2 import IPRoute
 
@@ -338,10 +397,10 @@ def routed():
     from pyroute2 import IPRoute
 
     with contextlib.ExitStack() as st:
-        host = st.enter_context(netns.sandbox("ash"))
-        a = Guest(st.enter_context(netns.sandbox("asa")), "tapa", "02:98:00:00:00:0a", "10.98.1.10",
+        host = st.enter_context(sandbox("ash"))
+        a = Guest(st.enter_context(sandbox("asa")), "tapa", "02:98:00:00:00:0a", "10.98.1.10",
                   "fd98::10")
-        b = Guest(st.enter_context(netns.sandbox("asb")), "tapb", "02:98:00:00:00:0b", "10.98.1.20",
+        b = Guest(st.enter_context(sandbox("asb")), "tapb", "02:98:00:00:00:0b", "10.98.1.20",
                   "fd98::20")
         topo = Routed(host, a, b)
         for ns in (host, a.ns, b.ns):
@@ -370,6 +429,9 @@ def routed():
                 ipr.route("add", dst="default", gateway=topo.gw4, oif=idx)
                 ipr.route("add", dst="default", family=socket.AF_INET6, gateway=topo.gw6, oif=idx)
         assert sysctl_get(host, "net/ipv4/ip_forward") == "1"
+        for g in (a, b):
+            _wait_ipv6_ready(host, g.tap)
+            _wait_ipv6_ready(g.ns, "eth0")
         nft = st.enter_context(Nft(host))
         topo.nft = nft  # type: ignore[attr-defined]
         topo.asp = AntiSpoof(nft)  # type: ignore[attr-defined]
@@ -389,10 +451,10 @@ def bridged():
     from pyroute2 import IPRoute
 
     with contextlib.ExitStack() as st:
-        host = st.enter_context(netns.sandbox("bsh"))
-        c = Guest(st.enter_context(netns.sandbox("bsc")), "tapc", "02:98:00:00:00:0c", "10.98.2.10",
+        host = st.enter_context(sandbox("bsh"))
+        c = Guest(st.enter_context(sandbox("bsc")), "tapc", "02:98:00:00:00:0c", "10.98.2.10",
                   "fd98:2::10")
-        d = Guest(st.enter_context(netns.sandbox("bsd")), "tapd", "02:98:00:00:00:0d", "10.98.2.20",
+        d = Guest(st.enter_context(sandbox("bsd")), "tapd", "02:98:00:00:00:0d", "10.98.2.20",
                   "fd98:2::20")
         for ns in (host, c.ns, d.ns):
             _prep_ns(ns)
@@ -409,6 +471,8 @@ def bridged():
                 ipr.link("set", index=idx, state="up")
                 ipr.addr("add", index=idx, address=g.ip4, prefixlen=24)
                 ipr.addr("add", index=idx, address=g.ip6, prefixlen=64, flags=IFA_F_NODAD)
+        for g in (c, d):
+            _wait_ipv6_ready(g.ns, "eth0")
         topo = Bridged(host, c, d)
         nft = st.enter_context(Nft(host))
         topo.nft = nft  # type: ignore[attr-defined]
@@ -444,7 +508,7 @@ def _has_default6_via(ns: str, ifname: str) -> bool:
 
 
 def test_nft_binding_runs_in_its_namespace():
-    with netns.sandbox("nfa") as n1, netns.sandbox("nfb") as n2, Nft(n1) as a, Nft(n2) as b:
+    with sandbox("nfa") as n1, sandbox("nfb") as n2, Nft(n1) as a, Nft(n2) as b:
         a.run({"nftables": [{"add": {"table": {"family": "inet", "name": "probe"}}}]})
         tables = lambda nft: {  # noqa: E731
             (i["table"]["family"], i["table"]["name"])
@@ -662,7 +726,7 @@ def test_bridged_filter_drops_spoofs(bridged):
     asp: AntiSpoof = t.asp
     asp.add_port(c.pf(bridged=True))
     asp.add_port(d.pf(bridged=True))
-    assert set(asp.port_entries("tapc")) == {"registered", "bridge"}
+    assert set(asp.port_entries("tapc")) == {"registered", "fingerprint", "bridge"}
     rx = udp_sock(d.ns, 5555)
     sniff = raw_sock(d.ns, "eth0")
     tx = raw_sock(c.ns, "eth0")
@@ -715,7 +779,7 @@ def test_bridged_filter_drops_spoofs(bridged):
 
 
 def test_add_port_idempotent_update_and_family_switch():
-    with netns.sandbox("asi") as ns, Nft(ns) as nft:
+    with sandbox("asi") as ns, Nft(ns) as nft:
         asp = AntiSpoof(nft)
         asp.ensure_tables()
         asp.ensure_tables()  # idempotent
@@ -725,6 +789,7 @@ def test_add_port_idempotent_update_and_family_switch():
         first = asp.port_entries("tap1")
         asp.add_port(pf)
         assert asp.port_entries("tap1") == first
+        assert len(first["fingerprint"]) == 1
         assert first["inet"]["ipv4"] == ["02:98:00:00:01:01 10.98.1.10",
                                          "02:98:00:00:01:01 10.98.9.0/24"]  # .7 is inside the /24
         assert "02:98:00:00:01:01 fe80::98:ff:fe00:101" in first["inet"]["ipv6"]
@@ -742,7 +807,7 @@ def test_add_port_idempotent_update_and_family_switch():
         pf.bridged = True
         asp.add_port(pf)
         now = asp.port_entries("tap1")
-        assert set(now) == {"registered", "bridge"}
+        assert set(now) == {"registered", "fingerprint", "bridge"}
         assert now["bridge"]["ipv4"] == ["02:98:00:00:01:01 10.98.1.11"]
 
         # a tampered port is repaired by add_port
@@ -751,6 +816,20 @@ def test_add_port_idempotent_update_and_family_switch():
         assert not asp.port_entries("tap1")["bridge"]["guarded"]
         asp.add_port(pf)
         assert asp.port_entries("tap1")["bridge"]["guarded"]
+
+        # leftovers of an unregistered port that clash with the new content
+        # (a /23 overlapping an installed /24 in the interval set)
+        pf.allowed_pairs = [("10.98.10.0/24", None)]
+        asp.add_port(pf)
+        nft.run({"nftables": [{"delete": {"element": {
+            "family": "inet", "table": "vifwire", "name": "ports", "elem": ["tap1"]}}}]})
+        assert not asp.port_entries("tap1")["registered"]
+        pf.allowed_pairs = [("10.98.10.0/23", None)]
+        asp.add_port(pf)
+        now = asp.port_entries("tap1")
+        assert now["registered"]
+        assert now["bridge"]["ipv4"] == ["02:98:00:00:01:01 10.98.1.11",
+                                          "02:98:00:00:01:01 10.98.10.0/23"]
 
         # a tampered rule set is repaired by ensure_tables
         length = asp.rule_path_length()
@@ -776,7 +855,7 @@ def test_rule_path_length_constant_with_2000_ports():
                           [f"10.98.{i >> 8}.{i & 0xFF}"], [f"fd98::1:{i:x}"],
                           bridged=bool(i % 2))
 
-    with netns.sandbox("asr") as ns, Nft(ns) as nft:
+    with sandbox("asr") as ns, Nft(ns) as nft:
         asp = AntiSpoof(nft)
         asp.add_port(port(0))
         one = asp.rule_path_length()

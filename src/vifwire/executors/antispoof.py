@@ -92,7 +92,8 @@ PRIO_RAW = -300
 
 ROUTED_FAMILIES = ("inet", "arp")
 BRIDGED_FAMILIES = ("bridge",)
-REGISTRY_FAMILY = "inet"  # where the ``ports`` registry set lives
+REGISTRY_FAMILY = "inet"  # where the registry sets live
+_REGISTRY_SETS = ("ports", "ports_fp")
 
 # drop reasons per table family
 REASONS: dict[str, tuple[str, ...]] = {
@@ -113,6 +114,7 @@ ADDR_SETS: dict[str, tuple[str, ...]] = {
 
 _SET_DEFS: dict[str, dict[str, Any]] = {
     "ports": {"type": "ifname"},
+    "ports_fp": {"type": ["ifname", "ipv6_addr"]},
     "vif_ifaces": {"type": "ifname"},
     "allow_mac": {"type": ["ifname", "ether_addr"]},
     "allow_v4": {"type": ["ifname", "ether_addr", "ipv4_addr"]},
@@ -261,9 +263,9 @@ def _want(pf: PortFilter) -> dict[str, dict[str, list]]:
             sets["allow_nd_net"] = [_cat(ifname, m, _nd_elem(n)) for m, n in v6 if not _is_host(n)]
         sets["vif_ifaces"] = [ifname]  # the dispatch element last
         out[fam] = {k: v for k, v in sets.items() if v}
-    out.setdefault(REGISTRY_FAMILY, {})["ports"] = [
-        {"elem": {"val": ifname, "comment": _fingerprint(out)}}
-    ]
+    reg = out.setdefault(REGISTRY_FAMILY, {})
+    reg["ports_fp"] = [_cat(ifname, _fingerprint(out))]
+    reg["ports"] = [ifname]
     return out
 
 
@@ -425,7 +427,7 @@ def _obj(family: str, **kw: Any) -> dict:
 
 
 def _sets_of(fam: str) -> tuple[str, ...]:
-    extra = ("ports",) if fam == REGISTRY_FAMILY else ()
+    extra = _REGISTRY_SETS if fam == REGISTRY_FAMILY else ()
     return (*extra, "vif_ifaces", *ADDR_SETS[fam], *(f"drop_{r}" for r in REASONS[fam]))
 
 
@@ -492,15 +494,19 @@ class AntiSpoof:
     def add_port(self, pf: PortFilter) -> None:
         """Install ``pf`` in ONE nft transaction. Idempotent.
 
-        New port: a single batch and no read before it, O(1) (module doc).
-        Already installed (the batch's ``create`` of the registry element
-        fails with EEXIST, so nothing was applied): the registry is read (a
-        small set: ifname + fingerprint). Same fingerprint: every wanted
-        element is re-``add``ed (no-op for present ones, repairs missing
-        ones). Different fingerprint: the port's entries are read back and one
-        batch deletes what is no longer wanted (an address removed, the other
-        family after a routed<->bridged change) and adds what is missing. Drop
-        counters of a family the port stays in are kept.
+        1. New port: one batch, no read before it; O(1) (module doc). It
+           starts with ``create element ... ports { <ifname> }``, which fails
+           with EEXIST (nothing applied) if the port is installed.
+        2. Installed, same content: one batch that deletes and re-adds the
+           ``ports_fp`` element ``<ifname> . <fingerprint>`` (fails with
+           ENOENT, nothing applied, if the fingerprint differs) and re-adds
+           every wanted element (no-op for present ones, repairs missing
+           ones). Also O(1).
+        3. Installed, different content: the port's entries are read back
+           (O(ports) listing) and one batch deletes what is no longer wanted
+           (an address removed, the other family after a routed<->bridged
+           change) and adds what is missing. Drop counters of a family the
+           port stays in are kept.
         """
         self.add_ports([pf])
 
@@ -512,44 +518,52 @@ class AntiSpoof:
         if not wants:
             return
         self._ensure_once()
-        fast = [c for w in wants.values() for c in self._add_cmds(w, registry="create")]
+        # 1. all new
+        cmds = [c for w in wants.values() for c in self._add_cmds(w, registry="create")]
         try:
-            self.nft.run({"nftables": _sentinels_first(fast)})
+            self.nft.run({"nftables": _sentinels_first(cmds)})
             return
         except NftError as exc:
             if not _is_eexist(exc):
                 raise
-        registry = self._registry()
-        changed = [n for n in wants if n in registry and registry[n] != _fingerprint(wants[n])]
-        have_all = self._entries_many(set(changed)) if changed else {}
-        cmds: list[dict] = []
+        # 2. new or unchanged: probe the fingerprints inside the batch
+        cmds = []
+        for w in wants.values():
+            fp = w[REGISTRY_FAMILY]["ports_fp"]
+            cmds.append(_elem_cmd("delete", REGISTRY_FAMILY, "ports_fp", fp))
+            cmds.append(_elem_cmd("add", REGISTRY_FAMILY, "ports_fp", fp))
+            cmds += self._add_cmds(w, registry="add")
+        try:
+            self.nft.run({"nftables": cmds})
+            return
+        except NftError as exc:
+            if not (_is_enoent(exc) or _is_eexist(exc)):
+                raise
+        # 3. reconcile the ports whose fingerprint differs with what is installed
+        fps = {_key(e) for e in self._list_set(REGISTRY_FAMILY, "ports_fp")}
+        changed = {n for n, w in wants.items() if _key(w[REGISTRY_FAMILY]["ports_fp"][0]) not in fps}
+        have_all = self._entries_many(changed)
+        deletes: list[dict] = []
         adds: list[dict] = []
         for ifname, want in wants.items():
-            if ifname not in registry:
-                adds += self._add_cmds(want, registry="add")
-            elif ifname not in changed:
-                adds += self._add_cmds(want, registry=None)  # re-add = repair
-            else:
-                have = have_all.get(ifname, {})
-                stale = _diff(have, want)
-                # the registry element is replaced to store the new fingerprint
-                stale.setdefault(REGISTRY_FAMILY, {}).pop("ports", None)
-                cmds += self._delete_cmds(stale)
-                cmds.append(_elem_cmd("delete", REGISTRY_FAMILY, "ports", [ifname]))
-                adds += self._add_cmds(_diff(want, have), registry=None)
-                adds.append(_elem_cmd("add", REGISTRY_FAMILY, "ports", want[REGISTRY_FAMILY]["ports"]))
-        cmds += adds
-        if cmds:
-            self.nft.run({"nftables": cmds})
+            if ifname not in changed:
+                adds += self._add_cmds(want, registry="add")  # re-add = repair
+                continue
+            have = have_all.get(ifname, {})
+            deletes += self._delete_cmds(_diff(have, want))
+            adds += self._add_cmds(_diff(want, have), registry="add")
+        if deletes or adds:
+            self.nft.run({"nftables": deletes + adds})
 
     def remove_port(self, ifname: str, hint: PortFilter | None = None) -> None:
         """Remove exactly ``ifname``'s elements (one transaction); absent = no error.
 
         Without ``hint`` the port's entries are found by listing vifwire's sets
         (O(ports)). With ``hint`` (the PortFilter it was installed with, which
-        an executor usually has in its store) and a matching registry
-        fingerprint, the elements are computed instead: one small registry
-        read plus one O(1) delete batch.
+        an executor usually has in its store) the elements are computed: one
+        O(1) delete batch, which includes the port's ``ports_fp`` element and
+        so fails (nothing applied) if the hint is not what is installed; then
+        the listing is used.
         """
         self.remove_ports([ifname], {ifname: hint} if hint else None)
 
@@ -559,47 +573,32 @@ class AntiSpoof:
         if not names:
             return
         self._ensure_once()
-        hints = hints or {}
-        computed: dict[str, dict] = {}
+        hints = {n: pf for n, pf in (hints or {}).items() if n in names and pf.ifname == n}
         if hints:
-            registry = self._registry()
-            for n in names:
-                pf = hints.get(n)
-                if pf is not None and pf.ifname == n:
-                    want = _want(pf)
-                    if registry.get(n) == _fingerprint(want):
-                        computed[n] = want
-        rest = names - set(computed)
-        have_all = self._entries_many(rest) if rest else {}
-        cmds: list[dict] = []
-        for want in computed.values():
-            cmds += self._delete_cmds(want)
-        for have in have_all.values():
-            cmds += self._delete_cmds(have)
-        if not cmds:
-            return
-        try:
+            cmds = [c for pf in hints.values() for c in self._delete_cmds(_want(pf))]
+            rest = names - set(hints)
+            if rest:
+                cmds += [c for h in self._entries_many(rest).values() for c in self._delete_cmds(h)]
+            try:
+                self.nft.run({"nftables": cmds})
+                return
+            except NftError as exc:
+                if not _is_enoent(exc):
+                    raise
+            # a hint did not match what is installed: do it the long way
+        cmds = [c for h in self._entries_many(names).values() for c in self._delete_cmds(h)]
+        if cmds:
             self.nft.run({"nftables": cmds})
-        except NftError as exc:
-            if not (computed and _is_enoent(exc)):
-                raise
-            # the hint did not match what is installed: do it the long way
-            self.remove_ports(names, None)
 
     @staticmethod
-    def _add_cmds(want: dict[str, dict[str, list]], registry: str | None = "add") -> list[dict]:
-        """``add element`` commands; ``registry``: verb for the registry element, None = skip."""
+    def _add_cmds(want: dict[str, dict[str, list]], registry: str = "add") -> list[dict]:
+        """``add element`` commands; ``registry`` is the verb for the ``ports`` element."""
         cmds: list[dict] = []
         for fam, sets in want.items():
             for sname, elems in sets.items():
-                if not elems:
-                    continue
-                if fam == REGISTRY_FAMILY and sname == "ports":
-                    if registry is None:
-                        continue
-                    cmds.append(_elem_cmd(registry, fam, sname, elems))
-                else:
-                    cmds.append(_elem_cmd("add", fam, sname, elems))
+                if elems:
+                    verb = registry if (fam == REGISTRY_FAMILY and sname == "ports") else "add"
+                    cmds.append(_elem_cmd(verb, fam, sname, elems))
         return cmds
 
     @staticmethod
@@ -638,16 +637,6 @@ class AntiSpoof:
                 return item["set"].get("elem", [])
         return []
 
-    def _registry(self) -> dict[str, str | None]:
-        """ifname -> fingerprint of what add_port installed (one small set)."""
-        out: dict[str, str | None] = {}
-        for e in self._list_set(REGISTRY_FAMILY, "ports"):
-            if isinstance(e, dict) and "elem" in e:
-                out[e["elem"]["val"]] = e["elem"].get("comment")
-            else:
-                out[e] = None
-        return out
-
     def _entries_many(
         self, ifnames: set[str], with_counters: bool = False
     ) -> dict[str, dict[str, dict[str, list]]]:
@@ -675,7 +664,7 @@ class AntiSpoof:
 
     def ports(self) -> set[str]:
         """Every installed port (registry plus any guarded iifname), for gc."""
-        out = set(self._registry())
+        out = {_elem_val(e) for e in self._list_set(REGISTRY_FAMILY, "ports")}
         for fam in FAMILIES:
             out.update(_elem_val(e) for e in self._list_set(fam, "vif_ifaces"))
         return out
@@ -683,19 +672,24 @@ class AntiSpoof:
     def port_entries(self, ifname: str) -> dict:
         """What is installed for ``ifname``: ``{}`` if nothing.
 
-        ``{"registered": bool, "inet": {"guarded": bool, "mac": [...],
+        ``{"registered": bool, "fingerprint": [...], "inet": {"guarded": bool, "mac": [...],
         "ipv4": ["<mac> <addr-or-cidr>", ...], "ipv6": [...], "nd_targets":
         [...], "drops": {reason: packets}}, "arp": {...}}``.
         """
         ent = self._entries(ifname, with_counters=True)
         if not ent:
             return {}
-        out: dict[str, Any] = {"registered": bool(ent.get(REGISTRY_FAMILY, {}).get("ports"))}
+        reg = ent.get(REGISTRY_FAMILY, {})
+        out: dict[str, Any] = {
+            "registered": bool(reg.get("ports")),
+            "fingerprint": [e["concat"][1] for e in reg.get("ports_fp", [])],
+        }
         for fam, sets in ent.items():
-            s: dict[str, Any] = {"guarded": bool(sets.get("vif_ifaces"))}
-            if set(sets) - {"ports"} == set():
+            if not set(sets) - set(_REGISTRY_SETS):
                 continue
+            s: dict[str, Any] = {"guarded": bool(sets.get("vif_ifaces"))}
             s["mac"] = sorted(e["concat"][1] for e in sets.get("allow_mac", []))
+
             def fmt(names: tuple[str, ...], f=_fmt_addr) -> list[str]:
                 return sorted(
                     f"{e['concat'][1]} {f(e['concat'][2])}" for n in names for e in sets.get(n, [])
@@ -792,13 +786,18 @@ def _sentinels_first(cmds: list[dict]) -> list[dict]:
 
 
 def _fingerprint(want: dict[str, dict[str, list]]) -> str:
-    """Short digest of everything a port wants installed (registry comment)."""
+    """Digest of everything a port wants installed, as a 128-bit key part.
+
+    Stored as ``ports_fp`` element ``<ifname> . <digest>``; typed ipv6_addr
+    only because nft 1.0.6's JSON cannot declare a raw 128-bit type.
+    """
     body = {
-        fam: {k: sorted(_key(e) for e in v) for k, v in sets.items() if k != "ports"}
+        fam: {k: sorted(_key(e) for e in v) for k, v in sets.items() if k not in _REGISTRY_SETS}
         for fam, sets in want.items()
     }
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return f"vifwire1:{digest[:32]}"
+    body = {fam: sets for fam, sets in body.items() if sets}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()[:16]
+    return str(ipaddress.IPv6Address(digest))
 
 
 def _is_enoent(exc: NftError) -> bool:

@@ -143,6 +143,42 @@ def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _worker(netns: str | None, q: queue.Queue, ready: queue.Queue) -> None:
+    """Body of an :class:`Nft` worker thread: enter ``netns``, then serve ``q``."""
+    ctx: _Context | None = None
+    try:
+        if netns is not None:
+            path = os.path.join("/var/run/netns", netns)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise NftError(f"cannot open network namespace {netns!r}: {exc}") from exc
+            try:
+                setns(fd, CLONE_NEWNET)
+            except OSError as exc:
+                raise NftError(f"cannot enter network namespace {netns!r}: {exc}") from exc
+            finally:
+                os.close(fd)
+        # after setns: the context's netlink socket is opened in ``netns``
+        ctx = _Context()
+    except BaseException as exc:  # hand any startup failure to the caller
+        ready.put(exc if isinstance(exc, Exception) else NftError(str(exc)))
+        return
+    ready.put(None)
+    try:
+        while True:
+            item = q.get()
+            if item is _STOP:
+                return
+            fn, reply = item
+            try:
+                reply.put((True, fn(ctx)))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                reply.put((False, exc))
+    finally:
+        ctx.free()
+
+
 class Nft:
     """libnftables JSON API, bound to one network namespace.
 
@@ -157,8 +193,13 @@ class Nft:
         self._lock = threading.Lock()
         self._closed = False
         ready: queue.Queue = queue.Queue(maxsize=1)
+        # the worker gets no reference to self, so an unclosed Nft can still
+        # be garbage collected (its __del__ then stops the worker)
         self._thread = threading.Thread(
-            target=self._worker, args=(ready,), name=f"nft-{netns or 'current'}", daemon=True
+            target=_worker,
+            args=(netns, self._q, ready),
+            name=f"nft-{netns or 'current'}",
+            daemon=True,
         )
         self._thread.start()
         err = ready.get()
@@ -166,40 +207,6 @@ class Nft:
             self._thread.join()
             self._closed = True
             raise err
-
-    # -- worker -----------------------------------------------------------
-    def _worker(self, ready: queue.Queue) -> None:
-        ctx: _Context | None = None
-        try:
-            if self.netns is not None:
-                path = os.path.join("/var/run/netns", self.netns)
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except OSError as exc:
-                    raise NftError(f"cannot open network namespace {self.netns!r}: {exc}") from exc
-                try:
-                    setns(fd, CLONE_NEWNET)
-                except OSError as exc:
-                    raise NftError(f"cannot enter network namespace {self.netns!r}: {exc}") from exc
-                finally:
-                    os.close(fd)
-            ctx = _Context()
-        except BaseException as exc:  # hand any startup failure to the caller
-            ready.put(exc if isinstance(exc, Exception) else NftError(str(exc)))
-            return
-        ready.put(None)
-        try:
-            while True:
-                item = self._q.get()
-                if item is _STOP:
-                    return
-                fn, reply = item
-                try:
-                    reply.put((True, fn(ctx)))
-                except BaseException as exc:  # noqa: BLE001 - re-raised in caller
-                    reply.put((False, exc))
-        finally:
-            ctx.free()
 
     def _call(self, fn: Callable[[_Context], Any]) -> Any:
         if self._closed:
