@@ -25,6 +25,11 @@ from vifwire.sandbox import netns
 pytestmark = requires_ovs
 
 OWNER = "vifwire-owner"
+# Generous bound for ovs-vswitchd to apply changes when that is not what a
+# test measures: creating/removing tap devices needs the kernel's RTNL lock,
+# which other namespaces being torn down on the same machine can hold for
+# seconds.
+T = 60.0
 
 
 def _ext(i: int) -> dict[str, str]:
@@ -103,7 +108,7 @@ def test_bridge_helpers(ovs_client):
     assert not c.bridge_exists("br-ex")
     assert c.ensure_bridge("br-ex") is True
     assert c.ensure_bridge("br-ex") is False
-    c.wait_cfg(5)
+    c.wait_cfg(T)
     assert ovs.vsctl("get", "Bridge", "br-ex", "datapath_type").strip() == "netdev"
     assert _link(ns, "br-ex") is not None
 
@@ -124,7 +129,7 @@ def test_internal_ports_add_readback_apply_delete(ovs_client):
     assert ovs.vsctl("get", "Interface", "tapi2", "external_ids:iface-id").strip().strip('"') == _ext(2)["iface-id"]
     assert ovs.vsctl("get", "Port", "tapi3", "tag").strip() == "13"
 
-    states = c.wait_applied([s.name for s in specs], timeout=5)
+    states = c.wait_applied([s.name for s in specs], timeout=T)
     assert all(s["ofport"] > 0 for s in states.values())
     assert len({s["ofport"] for s in states.values()}) == 4
     # the userspace datapath created tap devices in the namespace with the MTU
@@ -139,7 +144,7 @@ def test_internal_ports_add_readback_apply_delete(ovs_client):
     c.del_ports(["tapi0", "tapi1"])
     assert c.port_state("tapi0") is None
     assert set(c.port_names("br-int")) == {"br-int", "tapi2", "tapi3"}
-    c.wait_cfg(5)
+    c.wait_cfg(T)
     assert _link(ns, "tapi0") is None
     c.del_ports(["tapi2", "tapi3"])
     assert c.port_names() == ["br-int"]
@@ -151,13 +156,13 @@ def test_veth_ports(ovs_client):
         _veth(ns, f"qvo{i}", f"qvb{i}")
     specs = [OvsPortSpec("br-int", f"qvo{i}", "", _ext(i), mtu_request=1450) for i in range(3)]
     c.add_ports(specs)
-    states = c.wait_applied([s.name for s in specs], timeout=5)
+    states = c.wait_applied([s.name for s in specs], timeout=T)
     for s in states.values():
         assert s["ofport"] > 0 and s["error"] is None and s["type"] == ""
     assert _link(ns, "qvo1").get("mtu") == 1450
     assert "qvo2" in ovs.appctl("dpif/show")
     c.del_ports([s.name for s in specs])
-    c.wait_cfg(5)
+    c.wait_cfg(T)
     assert "qvo2" not in ovs.appctl("dpif/show")
     assert _link(ns, "qvo1") is not None  # deleting the port leaves the device
 
@@ -167,7 +172,7 @@ def test_idempotence_and_converge(ovs_client):
     spec = OvsPortSpec("br-int", "tapx", "internal", _ext(1), mtu_request=1400, tag=5)
     assert c.add_ports([spec]) is not None
     assert c.add_ports([spec]) is None  # nothing to change: no transaction
-    c.wait_applied(["tapx"], 5)
+    c.wait_applied(["tapx"], T)
     # a key written by someone else survives converge
     ovs.vsctl("set", "Interface", "tapx", "external_ids:ovn-installed=true")
     spec2 = OvsPortSpec("br-int", "tapx", "internal", {**_ext(1), "iface-status": "down"},
@@ -204,8 +209,8 @@ def test_missing_device_fails_fast_with_interface_error(ovs_client):
                  OvsPortSpec("br-int", "tapok", "internal", _ext(1))])
     t0 = time.monotonic()
     with pytest.raises(OvsApplyError) as ei:
-        c.wait_applied(["nodev0", "tapok"], timeout=5)
-    assert time.monotonic() - t0 < 2
+        c.wait_applied(["nodev0", "tapok"], timeout=T)
+    assert time.monotonic() - t0 < T / 2  # did not wait for the timeout
     e = ei.value
     assert e.failed == ["nodev0"]
     assert "nodev0" in e.line() and "No such device" in e.line()
@@ -213,7 +218,7 @@ def test_missing_device_fails_fast_with_interface_error(ovs_client):
     assert "\n" not in e.line()
     # fail_fast=False keeps waiting: the device appears, the port comes up
     _veth(ns, "nodev0", "nodev0p")
-    states = c.wait_applied(["nodev0"], timeout=5, fail_fast=False)
+    states = c.wait_applied(["nodev0"], timeout=T, fail_fast=False)
     assert states["nodev0"]["ofport"] > 0
 
 
@@ -237,10 +242,11 @@ def test_ovsdb_server_killed_gives_clear_error_within_timeout(ovs_client):
     with pytest.raises(OvsdbUnavailable, match="does not exist"):
         OvsdbClient("unix:/nonexistent/vw/db.sock", timeout=1.0)
 
-    # the long-lived client recovers once the server is back (same DB)
+    # the long-lived client recovers once the server is back (same DB);
+    # ovs-vswitchd reconnects with its own back-off (up to 8 s) first.
     ovs.restart_ovsdb()
-    c.add_ports([OvsPortSpec("br-int", "tapk2", "internal")], timeout=5)
-    states = c.wait_applied(["tapk", "tapk2"], timeout=5)
+    c.add_ports([OvsPortSpec("br-int", "tapk2", "internal")], timeout=T)
+    states = c.wait_applied(["tapk", "tapk2"], timeout=T)
     assert all(s["ofport"] > 0 for s in states.values())
 
 
@@ -252,14 +258,14 @@ def test_vswitchd_stopped_wait_applied_times_out(ovs_client):
         t0 = time.monotonic()
         with pytest.raises(OvsApplyError) as ei:
             c.wait_applied(["taps"], timeout=1.0)
-        assert 0.9 <= time.monotonic() - t0 < 2.0
+        assert 0.9 <= time.monotonic() - t0 < 5.0
         line = ei.value.line()
         assert "taps" in line and "cur_cfg" in line and "not applied" in line
         with pytest.raises(OvsApplyError, match="is ovs-vswitchd running"):
             c.wait_cfg(timeout=0.3)
     finally:
         ovs.resume_vswitchd()
-    states = c.wait_applied(["taps"], timeout=5)
+    states = c.wait_applied(["taps"], timeout=T)
     assert states["taps"]["ofport"] > 0
     c.del_ports(["taps"])
 
@@ -285,7 +291,7 @@ def test_batch_of_ports_one_transaction(ovs_client):
     c.add_ports(specs)
     t_add = time.monotonic() - t0
     assert c.cfg()[0] == cfg0 + 1  # exactly one transaction
-    states = c.wait_applied([s.name for s in specs], timeout=30)
+    states = c.wait_applied([s.name for s in specs], timeout=T)
     assert len({s["ofport"] for s in states.values()}) == n
     t0 = time.monotonic()
     c.del_ports([s.name for s in specs])
@@ -306,7 +312,7 @@ def test_two_guests_ping_through_private_ovs(ovs_client):
                 ipr.addr("add", index=idx, address=f"10.99.0.{i}", prefixlen=24)
                 ipr.link("set", index=idx, state="up")
         c.add_ports([OvsPortSpec("br-int", f"vh{i}", "", _ext(i)) for i in (1, 2)])
-        c.wait_applied(["vh1", "vh2"], timeout=5)
+        c.wait_applied(["vh1", "vh2"], timeout=T)
         r = None
         for _ in range(3):  # first packet may race the flow setup; allow a retry
             r = _ping(g1, "10.99.0.2")
@@ -317,3 +323,42 @@ def test_two_guests_ping_through_private_ovs(ovs_client):
         assert r.returncode == 0, r.stdout + r.stderr
         with contextlib.suppress(Exception):
             c.del_ports(["vh1", "vh2"])
+
+
+def test_fast_json_parser_matches_stdlib_on_any_chunking():
+    """The stdlib-backed replacement for ovs.json.Parser splits a stream of
+    back-to-back JSON-RPC messages exactly, however it is chunked."""
+    import json
+    import random
+
+    import ovs.json
+
+    from vifwire.executors.ovsdb import _FastJsonParser
+
+    rnd = random.Random(7)
+    msgs = [
+        {"id": i, "method": "update", "params": [None, {"Interface": {
+            f"u{j}": {"new": {"name": "n}{" + str(j), "x": [1, {"a": "}"}], "e": '\\"}'}}
+            for j in range(rnd.randint(0, 40))}}]}
+        for i in range(200)
+    ]
+    stream = "".join(json.dumps(m, separators=(",", ":")) if i % 3 else json.dumps(m) + "\n "
+                     for i, m in enumerate(msgs))
+    for _ in range(10):
+        out, parser, pos, inp = [], None, 0, ""
+        while True:
+            if not inp:
+                if pos >= len(stream):
+                    break
+                n = rnd.randint(1, 6000)
+                inp, pos = stream[pos:pos + n], pos + n
+            parser = parser or _FastJsonParser()
+            inp = inp[parser.feed(inp):]
+            if parser.is_done():
+                out.append(parser.finish())
+                parser = None
+        assert out == msgs
+    if ovs.json.PARSER == ovs.json.PARSER_PY:
+        assert ovs.json.Parser is _FastJsonParser
+    assert ovs.json.from_string("[1, 2]") == [1, 2]
+    assert isinstance(ovs.json.from_string('{"a":'), str)  # error string, like ovs

@@ -2,27 +2,33 @@
 
 Design, for speed:
 
-* **One long-lived connection per endpoint** (:meth:`OvsdbClient.shared`),
-  built on the ``ovs`` Python IDL.  The IDL keeps an in-memory replica of
-  just the tables/columns vifwire needs (``Open_vSwitch``: bridges,
-  next_cfg, cur_cfg; ``Bridge``: name, ports, datapath_type; ``Port``: name,
-  interfaces, tag; ``Interface``: name, type, external_ids, options,
-  mtu_request, mtu, ofport, error).  High-churn columns such as
-  ``statistics``/``status`` are not monitored, so ovs-vswitchd's periodic
-  refreshes cost nothing.  Reads (:meth:`port_state`,
-  :meth:`ports_with_external_id`, existence checks) are local dictionary
-  lookups -- no round trip.
+* **One long-lived connection per endpoint** (:meth:`OvsdbClient.shared`):
+  an ``ovs.jsonrpc.Session`` (the ``ovs`` library's JSON-RPC transport, with
+  its reconnect/back-off logic) plus an OVSDB ``monitor`` of only the tables
+  and columns vifwire needs (``Open_vSwitch``: next_cfg, cur_cfg;
+  ``Bridge``: name, ports, datapath_type; ``Port``: name, interfaces, tag;
+  ``Interface``: name, type, external_ids, options, mtu_request, mtu,
+  ofport, error).  High-churn columns (``statistics``, ``status``) are not
+  monitored, so ovs-vswitchd's periodic refreshes cost nothing.
+* **A plain-dict replica.**  Monitor updates are stored as the raw JSON the
+  server sent (``{table: {uuid: {column: json}}}`` plus ``name -> uuid``
+  maps); values are converted only when read.  The ``ovs`` IDL
+  (``ovs.db.idl``) was measured at ~0.35 ms/port just to turn a 1000-port
+  update into ``Datum`` objects; this replica costs a few microseconds per
+  row.  Reads (:meth:`port_state`, :meth:`ports_with_external_id`,
+  existence checks) are local lookups -- no round trip.
+* **Fast JSON.**  The PyPI ``ovs`` wheel usually ships without its C JSON
+  parser; its pure-Python fallback costs ~1 ms per port of monitor traffic.
+  :class:`_FastJsonParser` (stdlib C decoder) is installed in its place.
 * **One transaction per batch.**  :meth:`add_ports`/:meth:`del_ports` turn a
-  whole list into a single OVSDB ``transact`` built directly as JSON
-  operations (``insert`` Interface + ``insert`` Port per port and one
-  ``mutate`` of ``Bridge.ports`` per bridge), so cost is one round trip plus
-  linear JSON work.  The same transaction increments
-  ``Open_vSwitch.next_cfg``.
+  whole list into a single OVSDB ``transact`` (``insert`` Interface +
+  ``insert`` Port per port, one ``mutate`` of ``Bridge.ports`` per bridge,
+  ``next_cfg += 1``): one round trip plus linear JSON work.
 * **Exact "applied" signal.**  ovs-vswitchd copies ``next_cfg`` to
   ``cur_cfg`` in the same transaction that writes the ``ofport``/``error`` of
   the interfaces it (re)configured.  :meth:`wait_applied` waits for
-  ``cur_cfg >= next_cfg`` and then inspects each port -- no polling or
-  sleeping; it wakes on the monitor update.
+  ``cur_cfg >= next_cfg`` and then inspects each port -- no sleeping; it
+  wakes on the monitor update.
 
 Existing ports (``may_exist=True``) are *converged*: ``type``,
 ``mtu_request`` and the port ``tag`` are set to the spec's values (``None``
@@ -33,7 +39,8 @@ A port that exists on a *different* bridge is an error, as with
 
 Errors are :class:`~vifwire.errors.HostError` subclasses carrying the port,
 the step and a one-line problem; every call takes (or inherits) a timeout and
-raises within it.
+raises within it.  A lost connection is re-established transparently (the
+replica is re-fetched) on the next call.
 
 Thread safety: calls on one client are serialised by a lock.
 """
@@ -42,26 +49,27 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import ovs.db.idl as ovs_idl
+import ovs.jsonrpc
 import ovs.poller
+from ovs.jsonrpc import Message
 
 from vifwire.errors import HostError
 
-SCHEMA_FILE = "/usr/share/openvswitch/vswitch.ovsschema"
 DB_NAME = "Open_vSwitch"
 
 #: Interface ``type`` values vifwire plugs.  Anything else is passed through.
 KNOWN_IFACE_TYPES = ("", "system", "internal", "dpdkvhostuserclient", "dpdkvhostuser", "tap")
 
 _COLUMNS: dict[str, list[str]] = {
-    "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],
+    "Open_vSwitch": ["next_cfg", "cur_cfg"],
     "Bridge": ["name", "ports", "datapath_type"],
     "Port": ["name", "interfaces", "tag"],
     "Interface": [
@@ -70,6 +78,7 @@ _COLUMNS: dict[str, list[str]] = {
     ],
 }
 _NAMED = ("Bridge", "Port", "Interface")
+_MONITOR_ID = "vifwire"
 
 
 # --------------------------------------------------------------------------
@@ -163,13 +172,6 @@ def _uuid(u) -> list:
     return ["uuid", str(u)]
 
 
-def _first(v: Any) -> Any:
-    """Optional column (python list of 0/1 values) -> value or None."""
-    if isinstance(v, list):
-        return v[0] if v else None
-    return v
-
-
 def _probe_endpoint(endpoint: str) -> str:
     """A one-line reason why ``endpoint`` is not answering (diagnostics)."""
     try:
@@ -193,91 +195,108 @@ def _probe_endpoint(endpoint: str) -> str:
     return "connected but the server does not answer (hung or stopped?)"
 
 
-def _fetch_schema(endpoint: str, timeout: float) -> dict:
-    """``get_schema`` over a short-lived plain socket (bounded by timeout)."""
-    if endpoint.startswith("unix:"):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        addr: Any = endpoint[5:]
-    elif endpoint.startswith("tcp:"):
-        host, _, port = endpoint[4:].rpartition(":")
-        host = host.strip("[]")
-        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        addr = (host, int(port))
-    else:
-        with open(SCHEMA_FILE) as f:  # e.g. ssl: use the local schema
-            return json.load(f)
-    s.settimeout(timeout)
-    try:
-        s.connect(addr)
-        s.sendall(json.dumps({"method": "get_schema", "params": [DB_NAME], "id": 0}).encode())
-        buf = b""
-        dec = json.JSONDecoder()
-        while True:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                raise OSError("connection closed by ovsdb-server")
-            buf += chunk
-            try:
-                msg, _ = dec.raw_decode(buf.decode())
-            except ValueError:
-                continue
-            if msg.get("id") != 0:  # e.g. an echo request; ignore
-                buf = b""
-                continue
-            if msg.get("error"):
-                raise OSError(f"get_schema: {msg['error']}")
-            return msg["result"]
-    finally:
-        s.close()
+_MSG_BOUNDARY = re.compile(r"\}\s*\{")
 
 
-_schema_cache: dict[str, dict] = {}
+class _FastJsonParser:
+    """Drop-in for ``ovs.json.Parser`` backed by the stdlib C JSON decoder.
 
-
-class _Idl(ovs_idl.Idl):
-    """Idl that keeps ``name -> uuid`` maps for Bridge/Port/Interface.
-
-    Maintained from row notifications.  After a reconnect the IDL clears its
-    tables without notifications, so lookups validate the hit against the
-    replica (stale entries are dropped) -- every existing row is re-announced
-    by the initial dump, so the maps are complete again once synced.
+    The ``ovs`` wheel from PyPI usually lacks its C extension (``ovs._json``)
+    and then parses every byte from ovsdb-server with a pure-Python state
+    machine: ~1 ms per port of a monitor update -- more than everything else
+    on the plug path.  This class keeps the interface ``ovs.jsonrpc`` uses
+    (``feed`` returns characters consumed, ``is_done``, ``finish``) and only
+    attempts a decode when a chunk ends in ``}`` (JSON-RPC messages are
+    objects), so a large message costs one C-speed parse.
     """
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.by_name: dict[str, dict[str, Any]] = {t: {} for t in _NAMED}
-        self.bridges_seqno = 0  # bumped whenever a Bridge row changes
+    _decoder = json.JSONDecoder()
 
-    def notify(self, event, row, updates=None):
-        t = row._table.name
-        idx = self.by_name.get(t)
-        if idx is None:
-            return
-        if t == "Bridge":
-            self.bridges_seqno += 1
-        if event == ovs_idl.ROW_DELETE:
-            name = row.name
-            if idx.get(name) == row.uuid:
-                del idx[name]
-            return
-        if event == ovs_idl.ROW_UPDATE and updates is not None:
-            old = updates.__dict__.get("_data") or {}
-            if "name" not in old:
-                return
-            oldname = updates.name
-            if idx.get(oldname) == row.uuid:
-                del idx[oldname]
-        idx[row.name] = row.uuid
+    def __init__(self, check_trailer: bool = False):
+        self._chunks: list[str] = []
+        self._len = 0
+        self._done = False
+        self._value: Any = None
 
-    def lookup(self, table: str, name: str):
-        u = self.by_name[table].get(name)
-        if u is None:
-            return None
-        row = self.tables[table].rows.get(u)
-        if row is None or row.name != name:
-            self.by_name[table].pop(name, None)
-            return None
-        return row
+    def feed(self, s: str) -> int:
+        if self._done:
+            return 0
+        self._chunks.append(s)
+        self._len += len(s)
+        # A message can only end where a chunk ends in "}" (modulo spaces)
+        # or where "}" is followed by the "{" of the next message, so only
+        # those chunks trigger a decode attempt -- and the end of a message
+        # is always inside the chunk that triggered, so ``feed`` never
+        # consumes past it.
+        tail = s.rstrip()
+        if not tail or (tail[-1] != "}" and not _MSG_BOUNDARY.search(s)):
+            return len(s)
+        buf = "".join(self._chunks)
+        self._chunks = [buf]
+        start = len(buf) - len(buf.lstrip())
+        try:
+            value, end = self._decoder.raw_decode(buf, start)
+        except json.JSONDecodeError as e:
+            if e.pos < len(buf.rstrip()) - 1 and not e.msg.startswith("Unterminated string"):
+                self._done, self._value = True, f"byte {e.pos}: {e.msg}"
+            return len(s)
+        self._done, self._value = True, value
+        return len(s) - (len(buf) - end)
+
+    def is_done(self) -> bool:
+        return self._done
+
+    def finish(self):
+        if not self._done:
+            buf = "".join(self._chunks)
+            if not buf.strip():
+                return "empty input stream"
+            try:
+                return json.loads(buf)
+            except ValueError as e:
+                return str(e)
+        return self._value
+
+
+def _install_fast_json() -> None:
+    import ovs.json
+
+    if ovs.json.PARSER == ovs.json.PARSER_PY and os.environ.get("VIFWIRE_OVS_FAST_JSON", "1") != "0":
+        ovs.json.Parser = _FastJsonParser
+
+
+_install_fast_json()
+
+
+
+
+# --------------------------------------------------------------------------
+# raw OVSDB JSON values -> python
+
+
+def _scalar(v: Any) -> Any:
+    """Optional scalar (``["set", []]`` / ``["set", [x]]`` / ``x``) -> x|None."""
+    if isinstance(v, list):
+        if v[0] == "set":
+            return _scalar(v[1][0]) if v[1] else None
+        if v[0] in ("uuid", "named-uuid"):
+            return v[1]
+    return v
+
+
+def _pymap(v: Any) -> dict:
+    return dict(v[1]) if isinstance(v, list) and v and v[0] == "map" else {}
+
+
+def _uuids(v: Any) -> list[str]:
+    """A set of uuid references -> list of uuid strings."""
+    if not isinstance(v, list) or not v:
+        return []
+    if v[0] == "uuid":
+        return [v[1]]
+    if v[0] == "set":
+        return [x[1] for x in v[1]]
+    return []
 
 
 # --------------------------------------------------------------------------
@@ -288,39 +307,33 @@ class OvsdbClient:
 
     The constructor connects and waits for the initial replica; if the server
     cannot be reached within ``timeout`` it raises :class:`OvsdbUnavailable`.
-    ``timeout`` is also the default for every later call.  After a server
-    restart the connection is re-established transparently on the next call.
+    ``timeout`` is also the default for every later call.  ``probe_interval``
+    (ms) is passed to the session: None = the ``ovs`` default (none on unix
+    sockets, 5 s on tcp), 0 disables keepalives.
     """
 
     _shared: dict[str, OvsdbClient] = {}
     _shared_lock = threading.Lock()
 
-    def __init__(self, endpoint: str, timeout: float = 10.0):
+    def __init__(self, endpoint: str, timeout: float = 10.0, *, probe_interval: int | None = None):
         self.endpoint = endpoint
         self.timeout = timeout
         self._lock = threading.RLock()
         self._closed = False
-        self._p2b: dict[Any, str] = {}
-        self._p2b_seqno = -1
-        deadline = time.monotonic() + timeout
-        schema = _schema_cache.get(endpoint)
-        if schema is None:
-            try:
-                schema = _fetch_schema(endpoint, max(0.1, timeout))
-            except (OSError, ValueError) as e:
-                why = _probe_endpoint(endpoint) if not isinstance(e, TimeoutError) else "no reply"
-                raise OvsdbUnavailable(
-                    None, f"ovsdb {endpoint}", f"cannot connect within {timeout:g}s: {why}"
-                ) from e
-            _schema_cache[endpoint] = schema
-        helper = ovs_idl.SchemaHelper(schema_json=schema)
-        for table, cols in _COLUMNS.items():
-            helper.register_columns(table, cols)
-        self._idl = _Idl(endpoint, helper, leader_only=False)
+        self._tables: dict[str, dict[str, dict]] = {t: {} for t in _COLUMNS}
+        self._names: dict[str, dict[str, str]] = {t: {} for t in _NAMED}
+        self._bridges_ver = 0
+        self._p2b: dict[str, str] = {}
+        self._p2b_ver = -1
+        self._conn_seqno: int | None = None
+        self._monitor_req: Any = None
+        self._synced_flag = False
+        self._replies: dict[Any, Message | None] = {}
+        self._session = ovs.jsonrpc.Session.open(endpoint, probe_interval=probe_interval)
         try:
-            self._sync(deadline, "connect")
+            self._sync(self._deadline(timeout), "connect")
         except BaseException:
-            self._idl.close()
+            self._session.close()
             raise
 
     @classmethod
@@ -336,7 +349,7 @@ class OvsdbClient:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._idl.close()
+                self._session.close()
         with self._shared_lock:
             if self._shared.get(self.endpoint) is self:
                 del self._shared[self.endpoint]
@@ -347,142 +360,239 @@ class OvsdbClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ---- event loop ---------------------------------------------------
+    # ---- protocol -------------------------------------------------------
+
+    def _run(self) -> None:
+        """One round of session I/O and message handling (non-blocking)."""
+        s = self._session
+        s.run()
+        if not s.is_connected():
+            self._synced_flag = False
+            return
+        seqno = s.get_seqno()
+        if seqno != self._conn_seqno:
+            # A new connection: everything in flight on the old one is lost,
+            # the replica is re-fetched from scratch.
+            self._conn_seqno = seqno
+            self._synced_flag = False
+            req = Message.create_request(
+                "monitor",
+                [DB_NAME, _MONITOR_ID, {t: {"columns": c} for t, c in _COLUMNS.items()}],
+            )
+            self._monitor_req = req.id
+            s.send(req)
+        for _ in range(1000):
+            msg = s.recv()
+            if msg is None:
+                if not s.is_connected():
+                    self._synced_flag = False
+                return
+            self._handle(msg)
+
+    def _handle(self, msg: Message) -> None:
+        if msg.type == Message.T_NOTIFY:
+            if msg.method == "update" and len(msg.params) == 2 and msg.params[0] == _MONITOR_ID:
+                self._apply(msg.params[1])
+            return
+        if msg.type not in (Message.T_REPLY, Message.T_ERROR):
+            return
+        if msg.id == self._monitor_req:
+            self._monitor_req = None
+            if msg.type == Message.T_ERROR:
+                # Cannot monitor (schema mismatch?): drop and retry later.
+                self._session.force_reconnect()
+                return
+            for t in self._tables.values():
+                t.clear()
+            for n in self._names.values():
+                n.clear()
+            self._bridges_ver += 1
+            self._apply(msg.result)
+            self._synced_flag = True
+        elif msg.id in self._replies:
+            self._replies[msg.id] = msg
+
+    def _apply(self, updates: dict) -> None:
+        for tname, rows in updates.items():
+            table = self._tables.get(tname)
+            if table is None:
+                continue
+            names = self._names.get(tname)
+            if tname == "Bridge":
+                self._bridges_ver += 1
+            for uuid, ru in rows.items():
+                new = ru.get("new")
+                old = table.get(uuid)
+                if new is None:
+                    if old is not None:
+                        del table[uuid]
+                        if names is not None and names.get(old.get("name")) == uuid:
+                            del names[old["name"]]
+                    continue
+                table[uuid] = new
+                if names is not None:
+                    if old is not None and old.get("name") != new.get("name") \
+                            and names.get(old.get("name")) == uuid:
+                        del names[old["name"]]
+                    names[new.get("name")] = uuid
 
     def _synced(self) -> bool:
-        idl = self._idl
-        return idl.state == idl.IDL_S_MONITORING and idl._session.is_connected()
+        return self._synced_flag and self._session.is_connected()
 
-    def _pump(self, done, deadline: float) -> bool:
-        """Run the IDL until ``done()`` or ``deadline``; returns ``done()``."""
-        idl = self._idl
+    def _pump(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Run the session until ``done()`` or ``deadline``; returns ``done()``."""
+        s = self._session
         while True:
-            idl.run()
+            self._run()
             if done():
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             poller = ovs.poller.Poller()
-            idl.wait(poller)
+            s.wait(poller)
+            s.recv_wait(poller)
             poller.timer_wait(max(1, min(int(left * 1000) + 1, 1000)))
             poller.block()
 
     def _sync(self, deadline: float, step: str, port: str | None = None) -> None:
         if self._closed:
             raise OvsdbError(port, f"ovsdb {step}", "client is closed")
+        if self._synced():
+            self._run()  # cheap: take in pending updates
+            if self._synced():
+                return
         if not self._pump(self._synced, deadline):
             raise OvsdbUnavailable(
-                port,
-                f"ovsdb {step}",
-                f"no connection to ovsdb-server at {self.endpoint}: "
-                f"{_probe_endpoint(self.endpoint)}",
+                port, f"ovsdb {step}",
+                f"no connection to ovsdb-server at {self.endpoint} within "
+                f"{max(0.0, deadline - self._t0):.3g}s: {_probe_endpoint(self.endpoint)}",
             )
 
     def _deadline(self, timeout: float | None) -> float:
-        return time.monotonic() + (self.timeout if timeout is None else timeout)
+        self._t0 = time.monotonic()
+        return self._t0 + (self.timeout if timeout is None else timeout)
 
-    def _transact(self, build, step: str, port: str | None, deadline: float, bump: bool = True):
+    def _transact(self, build: Callable[[], list[dict]], step: str, port: str | None,
+                  deadline: float, bump: bool = True) -> int | None:
         """Build ops from the replica with ``build()`` and commit them.
 
-        ``build()`` returns a list of raw OVSDB operations (empty: nothing to
-        do).  Retries (re-building from the fresh replica) after transient
-        failures -- reconnects, failed ``wait`` preconditions, an index
-        conflict with a concurrent writer -- until ``deadline``.  Returns the
-        new ``next_cfg`` (or None when nothing was sent).
+        ``build()`` returns raw OVSDB operations (empty: nothing to do).
+        Retries -- re-building from the fresh replica -- after a lost
+        connection, a failed ``wait`` precondition or an index conflict with a
+        concurrent writer, until ``deadline``.  Returns the ``next_cfg`` this
+        transaction produced (None when nothing was sent).
         """
-        idl = self._idl
-        hard_retries = 2
+        conflicts = 2
         while True:
             self._sync(deadline, step, port)
             ops = build()
             if not ops:
                 return None
-            txn = ovs_idl.Transaction(idl)
-            root = next(iter(idl.tables["Open_vSwitch"].rows.values()), None)
-            if bump and root is not None:
-                root.increment("next_cfg")
-            for op in ops:
-                txn.add_op(op)
-            status = txn.commit()
-            if status == txn.INCOMPLETE:
-                self._pump(lambda: txn.commit() != txn.INCOMPLETE, deadline)
-                status = txn.commit()
-            if status == txn.SUCCESS:
-                return txn.get_increment_new_value() if (bump and root is not None) else None
-            if status == txn.UNCHANGED:
+            cfg_at = None
+            if bump and self._tables["Open_vSwitch"]:
+                ops.append({"op": "mutate", "table": "Open_vSwitch", "where": [],
+                            "mutations": [["next_cfg", "+=", 1]]})
+                cfg_at = len(ops)
+                ops.append({"op": "select", "table": "Open_vSwitch", "where": [],
+                            "columns": ["next_cfg"]})
+            req = Message.create_request("transact", [DB_NAME, *ops])
+            self._replies[req.id] = None
+            try:
+                if self._session.send(req):
+                    continue  # not connected any more: re-sync and retry
+                seqno = self._conn_seqno
+                got = self._pump(lambda: self._replies[req.id] is not None
+                                 or self._conn_seqno != seqno or not self._session.is_connected(),
+                                 deadline)
+                reply = self._replies[req.id]
+            finally:
+                self._replies.pop(req.id, None)
+            if reply is None:
+                if not got:
+                    raise OvsdbUnavailable(
+                        port, f"ovsdb {step}",
+                        f"no reply from ovsdb-server at {self.endpoint} "
+                        f"({_probe_endpoint(self.endpoint)})")
+                continue  # connection lost mid-transaction: re-sync, rebuild
+            if reply.type == Message.T_ERROR:
+                raise OvsdbError(port, f"ovsdb {step}", _error_text(json.dumps(reply.error)))
+            results = reply.result
+            err = next((r for r in results if isinstance(r, dict) and "error" in r), None)
+            if err is None and len(results) > len(ops):
+                err = results[len(ops)]
+            if err is None:
+                if cfg_at is not None:
+                    rows = results[cfg_at].get("rows") or [{}]
+                    return rows[0].get("next_cfg")
                 return None
-            if status == txn.INCOMPLETE:
-                raise OvsdbUnavailable(
-                    port, f"ovsdb {step}",
-                    f"no reply from ovsdb-server at {self.endpoint} "
-                    f"({_probe_endpoint(self.endpoint)})",
-                )
-            if status == txn.ERROR:
-                err = txn.get_error()
-                if "constraint violation" in err and hard_retries > 0:
-                    hard_retries -= 1  # lost a race with another writer
-                    continue
-                raise OvsdbError(port, f"ovsdb {step}", _error_text(err))
-            # TRY_AGAIN / NOT_LOCKED: re-sync and rebuild
-            if time.monotonic() >= deadline:
-                raise OvsdbUnavailable(
-                    port, f"ovsdb {step}",
-                    f"transaction kept failing transiently ({txn.get_error()}) "
-                    f"until the timeout; ovsdb-server at {self.endpoint}: "
-                    f"{_probe_endpoint(self.endpoint)}",
-                )
-            self._pump(lambda: False, min(deadline, time.monotonic() + 0.01))
+            if conflicts > 0 and err.get("error") in ("timed out", "constraint violation") \
+                    and time.monotonic() < deadline:
+                # a "wait" precondition failed or we lost a race with another
+                # writer; the replica already has their change -- rebuild.
+                conflicts -= 1
+                continue
+            raise OvsdbError(port, f"ovsdb {step}", _error_text(json.dumps(err)))
 
     # ---- replica helpers ------------------------------------------------
 
-    def _port_bridges(self) -> dict[Any, str]:
+    def _row(self, table: str, name: str) -> tuple[str, dict] | tuple[None, None]:
+        u = self._names[table].get(name)
+        if u is None:
+            return None, None
+        return u, self._tables[table][u]
+
+    def _port_bridges(self) -> dict[str, str]:
         """Port uuid -> bridge name (cached until a Bridge row changes)."""
-        idl = self._idl
-        if self._p2b_seqno != idl.bridges_seqno or not self._p2b:
+        if self._p2b_ver != self._bridges_ver:
             p2b = {}
-            for br in idl.tables["Bridge"].rows.values():
-                name = br.name
-                for p in br.ports:
-                    if p is not None:
-                        p2b[p.uuid] = name
+            for br in self._tables["Bridge"].values():
+                name = br["name"]
+                for pu in _uuids(br["ports"]):
+                    p2b[pu] = name
             self._p2b = p2b
-            self._p2b_seqno = idl.bridges_seqno
+            self._p2b_ver = self._bridges_ver
         return self._p2b
 
-    def _iface_of(self, port_row, name: str):
-        ifaces = [i for i in port_row.interfaces if i is not None]
-        for i in ifaces:
-            if i.name == name:
-                return i
-        return ifaces[0] if ifaces else None
+    def _iface_of(self, port: dict, name: str) -> tuple[str, dict] | tuple[None, None]:
+        ifaces = self._tables["Interface"]
+        found = [(u, ifaces[u]) for u in _uuids(port["interfaces"]) if u in ifaces]
+        for u, row in found:
+            if row["name"] == name:
+                return u, row
+        return found[0] if found else (None, None)
 
     def _state(self, name: str) -> dict | None:
-        idl = self._idl
-        port = idl.lookup("Port", name)
-        iface = idl.lookup("Interface", name)
+        pu, port = self._row("Port", name)
+        iu, iface = self._row("Interface", name)
         if port is None and iface is None:
             return None
-        if iface is None and port is not None:
-            iface = self._iface_of(port, name)
+        if iface is None:
+            iu, iface = self._iface_of(port, name)
         st: dict[str, Any] = {
             "name": name,
-            "bridge": self._port_bridges().get(port.uuid) if port is not None else None,
-            "tag": _first(port.tag) if port is not None else None,
+            "bridge": self._port_bridges().get(pu) if pu else None,
+            "tag": _scalar(port["tag"]) if port is not None else None,
             "type": None, "external_ids": {}, "options": {},
             "mtu_request": None, "mtu": None, "ofport": None, "error": None,
         }
         if iface is not None:
             st.update(
-                type=iface.type,
-                external_ids=dict(iface.external_ids),
-                options=dict(iface.options),
-                mtu_request=_first(iface.mtu_request),
-                mtu=_first(iface.mtu),
-                ofport=_first(iface.ofport),
-                error=_first(iface.error),
+                type=iface["type"],
+                external_ids=_pymap(iface["external_ids"]),
+                options=_pymap(iface["options"]),
+                mtu_request=_scalar(iface["mtu_request"]),
+                mtu=_scalar(iface["mtu"]),
+                ofport=_scalar(iface["ofport"]),
+                error=_scalar(iface["error"]),
             )
         return st
+
+    def _ofport(self, name: str) -> int | None:
+        u = self._names["Interface"].get(name)
+        if u is None:
+            return None
+        return _scalar(self._tables["Interface"][u]["ofport"])
 
     # ---- public: reads ---------------------------------------------------
 
@@ -505,11 +615,14 @@ class OvsdbClient:
         with self._lock:
             self._sync(self._deadline(timeout), "read")
             out = {}
-            for iface in list(self._idl.tables["Interface"].rows.values()):
-                ext = iface.external_ids
-                if key in ext and (value is None or ext[key] == value):
-                    name = iface.name
-                    out[name] = self._state(name)
+            for iface in self._tables["Interface"].values():
+                ext = iface["external_ids"]
+                if not (isinstance(ext, list) and ext[1]):
+                    continue
+                for k, v in ext[1]:
+                    if k == key and (value is None or v == value):
+                        out[iface["name"]] = self._state(iface["name"])
+                        break
             return out
 
     def port_names(self, bridge: str | None = None, *, timeout: float | None = None) -> list[str]:
@@ -517,21 +630,24 @@ class OvsdbClient:
         with self._lock:
             self._sync(self._deadline(timeout), "read")
             if bridge is None:
-                return sorted(self._idl.by_name["Port"])
-            br = self._idl.lookup("Bridge", bridge)
-            return sorted(p.name for p in br.ports if p is not None) if br else []
+                return sorted(self._names["Port"])
+            _, br = self._row("Bridge", bridge)
+            if br is None:
+                return []
+            ports = self._tables["Port"]
+            return sorted(ports[u]["name"] for u in _uuids(br["ports"]) if u in ports)
 
     def bridge_exists(self, name: str, *, timeout: float | None = None) -> bool:
         with self._lock:
             self._sync(self._deadline(timeout), "read")
-            return self._idl.lookup("Bridge", name) is not None
+            return name in self._names["Bridge"]
 
     def cfg(self) -> tuple[int, int]:
         """(next_cfg, cur_cfg) as last seen."""
-        root = next(iter(self._idl.tables["Open_vSwitch"].rows.values()), None)
+        root = next(iter(self._tables["Open_vSwitch"].values()), None)
         if root is None:
             return (0, 0)
-        return (root.next_cfg, root.cur_cfg)
+        return (root["next_cfg"], root["cur_cfg"])
 
     # ---- public: writes ------------------------------------------------
 
@@ -547,8 +663,8 @@ class OvsdbClient:
 
             def build():
                 nonlocal created
-                idl = self._idl
-                if idl.lookup("Bridge", name) is not None:
+                if name in self._names["Bridge"]:
+                    created = False
                     return []
                 created = True
                 ops = [
@@ -560,14 +676,12 @@ class OvsdbClient:
                      "row": {"name": name, "datapath_type": datapath_type,
                              "ports": ["named-uuid", "brp"]}},
                 ]
-                root = next(iter(idl.tables["Open_vSwitch"].rows.values()), None)
-                if root is None:
+                if not self._tables["Open_vSwitch"]:
                     ops.append({"op": "insert", "table": "Open_vSwitch",
                                 "row": {"bridges": ["named-uuid", "br"]}})
                 else:
-                    ops.append({"op": "mutate", "table": "Open_vSwitch",
-                                "where": [["_uuid", "==", _uuid(root.uuid)]],
-                                "mutations": [["bridges", "insert", ["named-uuid", "br"]]]})
+                    ops.append({"op": "mutate", "table": "Open_vSwitch", "where": [],
+                                "mutations": [["bridges", "insert", ["set", [["named-uuid", "br"]]]]]})
                 return ops
 
             self._transact(build, "add-br", name, self._deadline(timeout))
@@ -578,10 +692,10 @@ class OvsdbClient:
         """Add (or converge) all ``specs`` in ONE transaction.
 
         Returns the ``next_cfg`` value the transaction produced (None if
-        nothing had to change) -- :meth:`wait_applied` waits for it.
-        Raises :class:`OvsdbError` naming the port for: duplicate names in the
-        batch, a missing bridge, a port existing on another bridge, an existing
-        port when ``may_exist`` is False, or a transaction error.
+        nothing had to change).  Raises :class:`OvsdbError` naming the port
+        for: duplicate names in the batch, a missing bridge, a port existing
+        on another bridge, an existing port when ``may_exist`` is False, or a
+        transaction error.
         """
         specs = list(specs)
         seen: set[str] = set()
@@ -599,19 +713,20 @@ class OvsdbClient:
             )
 
     def _build_add(self, specs: list[OvsPortSpec], may_exist: bool) -> list[dict]:
-        idl = self._idl
         ops: list[dict] = []
         new_by_bridge: dict[str, list] = {}
-        bridges: dict[str, Any] = {}
+        bridges: dict[str, str] = {}
+        port_names = self._names["Port"]
+        iface_names = self._names["Interface"]
         for k, s in enumerate(specs):
-            br = bridges.get(s.bridge)
-            if br is None:
-                br = bridges[s.bridge] = idl.lookup("Bridge", s.bridge)
-                if br is None:
+            bu = bridges.get(s.bridge)
+            if bu is None:
+                bu = bridges[s.bridge] = self._names["Bridge"].get(s.bridge)
+                if bu is None:
                     raise OvsdbError(s.name, "ovs add-port", f"bridge {s.bridge} does not exist")
-            port = idl.lookup("Port", s.name)
-            if port is None:
-                if idl.lookup("Interface", s.name) is not None:
+            pu = port_names.get(s.name)
+            if pu is None:
+                if s.name in iface_names:
                     raise OvsdbError(s.name, "ovs add-port",
                                      "an interface with this name exists on another port")
                 irow: dict[str, Any] = {"name": s.name}
@@ -630,16 +745,15 @@ class OvsdbClient:
                 ops.append({"op": "insert", "table": "Port", "uuid-name": f"p{k}", "row": prow})
                 new_by_bridge.setdefault(s.bridge, []).append(["named-uuid", f"p{k}"])
                 continue
-            owner = self._port_bridges().get(port.uuid)
+            owner = self._port_bridges().get(pu)
             if not may_exist:
                 raise OvsdbError(s.name, "ovs add-port", f"port already exists on bridge {owner}")
             if owner != s.bridge:
                 raise OvsdbError(s.name, "ovs add-port",
                                  f"port exists on bridge {owner}, not {s.bridge}")
-            ops.extend(self._converge_ops(port, s))
+            ops.extend(self._converge_ops(pu, self._tables["Port"][pu], s))
         for brname, refs in new_by_bridge.items():
-            br = bridges[brname]
-            where = [["_uuid", "==", _uuid(br.uuid)]]
+            where = [["_uuid", "==", _uuid(bridges[brname])]]
             # Fail (and retry from a fresh replica) if the bridge vanished.
             ops.append({"op": "wait", "table": "Bridge", "where": where, "timeout": 0,
                         "columns": ["name"], "until": "==", "rows": [{"name": brname}]})
@@ -647,26 +761,25 @@ class OvsdbClient:
                         "mutations": [["ports", "insert", ["set", refs]]]})
         return ops
 
-    def _converge_ops(self, port, s: OvsPortSpec) -> list[dict]:
+    def _converge_ops(self, pu: str, port: dict, s: OvsPortSpec) -> list[dict]:
         ops: list[dict] = []
-        if _first(port.tag) != s.tag:
-            ops.append({"op": "update", "table": "Port",
-                        "where": [["_uuid", "==", _uuid(port.uuid)]],
+        if _scalar(port["tag"]) != s.tag:
+            ops.append({"op": "update", "table": "Port", "where": [["_uuid", "==", _uuid(pu)]],
                         "row": {"tag": _opt(s.tag)}})
-        iface = self._iface_of(port, s.name)
+        iu, iface = self._iface_of(port, s.name)
         if iface is None:
             raise OvsdbError(s.name, "ovs add-port", "existing port has no interface")
-        where = [["_uuid", "==", _uuid(iface.uuid)]]
+        where = [["_uuid", "==", _uuid(iu)]]
         row: dict[str, Any] = {}
-        if iface.type != s.iface_type:
+        if iface["type"] != s.iface_type:
             row["type"] = s.iface_type
-        if _first(iface.mtu_request) != s.mtu_request:
+        if _scalar(iface["mtu_request"]) != s.mtu_request:
             row["mtu_request"] = _opt(s.mtu_request)
         if row:
             ops.append({"op": "update", "table": "Interface", "where": where, "row": row})
         muts = []
         for col, want in (("external_ids", s.external_ids), ("options", s.options)):
-            have = getattr(iface, col)
+            have = _pymap(iface[col])
             diff = {k: v for k, v in want.items() if have.get(k) != v}
             if diff:
                 stale = [k for k in diff if k in have]
@@ -683,31 +796,28 @@ class OvsdbClient:
 
         Absent ports are skipped when ``if_exists`` (default), else an
         :class:`OvsdbError` names the first absent one.  Returns the new
-        ``next_cfg`` (None if nothing was removed).
+        ``next_cfg`` (None if nothing was removed).  Does not wait for
+        ovs-vswitchd (see :meth:`wait_cfg`).
         """
         names = list(dict.fromkeys(names))
         if not names:
             return None
 
         def build():
-            idl = self._idl
             p2b = self._port_bridges()
             by_bridge: dict[str, list] = {}
             for n in names:
-                port = idl.lookup("Port", n)
-                br = p2b.get(port.uuid) if port is not None else None
-                if port is None or br is None:
+                pu = self._names["Port"].get(n)
+                br = p2b.get(pu) if pu is not None else None
+                if br is None:
                     if not if_exists:
                         raise OvsdbError(n, "ovs del-port", "no such port")
                     continue
-                by_bridge.setdefault(br, []).append(_uuid(port.uuid))
-            ops = []
-            for brname, refs in by_bridge.items():
-                br = idl.lookup("Bridge", brname)
-                ops.append({"op": "mutate", "table": "Bridge",
-                            "where": [["_uuid", "==", _uuid(br.uuid)]],
-                            "mutations": [["ports", "delete", ["set", refs]]]})
-            return ops
+                by_bridge.setdefault(br, []).append(_uuid(pu))
+            return [{"op": "mutate", "table": "Bridge",
+                     "where": [["_uuid", "==", _uuid(self._names["Bridge"][br])]],
+                     "mutations": [["ports", "delete", ["set", refs]]]}
+                    for br, refs in by_bridge.items()]
 
         with self._lock:
             return self._transact(build, "del-port", names[0] if len(names) == 1 else None,
@@ -719,12 +829,12 @@ class OvsdbClient:
         """Wait until ovs-vswitchd has applied every change committed so far
         (``cur_cfg >= next_cfg``, or ``>= cfg`` if given).  Returns cur_cfg."""
         with self._lock:
+            t = self.timeout if timeout is None else timeout
             deadline = self._deadline(timeout)
             self._sync(deadline, "wait")
             target = self.cfg()[0] if cfg is None else cfg
-            t = self.timeout if timeout is None else timeout
             if not self._pump(lambda: self.cfg()[1] >= target, deadline):
-                nxt, cur = self.cfg()
+                cur = self.cfg()[1]
                 raise OvsApplyError(
                     None, "ovs-vswitchd apply",
                     f"configuration not applied within {t:g}s (cur_cfg {cur} < "
@@ -753,7 +863,6 @@ class OvsdbClient:
             deadline = self._deadline(timeout)
             self._sync(deadline, "wait", names[0] if len(names) == 1 else None)
             target = self.cfg()[0]
-            idl = self._idl
             pending = list(names)
             failed_settled = False
 
@@ -763,8 +872,7 @@ class OvsdbClient:
                     return False
                 still = []
                 for n in pending:
-                    it = idl.lookup("Interface", n)
-                    of = _first(it.ofport) if it is not None else None
+                    of = self._ofport(n)
                     if not of or of <= 0:
                         still.append(n)
                 pending = still
@@ -775,7 +883,7 @@ class OvsdbClient:
             states = {n: self._state(n) for n in names}
             if ok and not pending:
                 return states
-            nxt, cur = self.cfg()
+            cur = self.cfg()[1]
             reasons = []
             for n in pending:
                 st = states[n]

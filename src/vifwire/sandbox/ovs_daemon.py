@@ -146,20 +146,32 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         time.sleep(0.01)
 
 
-def _terminate(pid: int, marker: str, timeout: float = 5.0) -> None:
-    """SIGCONT+SIGTERM ``pid`` (if it is ours), SIGKILL after ``timeout``."""
+_unreaped: set[int] = set()
+
+
+def _terminate(pid: int, marker: str, timeout: float = 5.0, kill_wait: float = 30.0) -> bool:
+    """SIGCONT+SIGTERM ``pid`` (if it is ours), SIGKILL after ``timeout``.
+
+    Returns True once the process is gone.  A SIGKILLed daemon blocked in
+    the kernel (e.g. closing tap devices while the RTNL lock is contended)
+    can take a while to die, hence the generous ``kill_wait``; a pid still
+    around after that is retried by the atexit handler.
+    """
     if not _owned(pid, marker):
         _reap(pid)
-        return
+        return not _alive(pid)
     for sig in (signal.SIGCONT, signal.SIGTERM):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
     if _wait_gone(pid, timeout):
-        return
+        return True
     if _owned(pid, marker):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    _wait_gone(pid, 5.0)
+    if _wait_gone(pid, kill_wait):
+        return True
+    _unreaped.add(pid)
+    return False
 
 
 def _read_pidfile(path: str) -> int | None:
@@ -212,6 +224,9 @@ def _stop_all_live() -> None:
     for ovs in live:
         with contextlib.suppress(Exception):
             ovs.stop()
+    for pid in list(_unreaped):  # killed earlier but slow to die: reap now
+        _wait_gone(pid, 10.0)
+        _unreaped.discard(pid)
 
 
 # --------------------------------------------------------------------------
@@ -472,14 +487,16 @@ class PrivateOVS:
             timeout=timeout + 5,
         )
 
-    def add_bridge(self, name: str, *, wait: bool = True) -> None:
+    def add_bridge(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
         """Create bridge ``name`` with ``datapath_type=netdev``.
 
         With ``wait`` (default) this returns once ovs-vswitchd has applied it
-        (its internal port exists in the namespace).
+        (its internal port exists in the namespace).  The timeout is generous:
+        creating a tap device needs the kernel's RTNL lock, which can be held
+        for seconds when other namespaces are being torn down.
         """
         args = ["--may-exist", "add-br", name, "--", "set", "Bridge", name, "datapath_type=netdev"]
-        self.vsctl(*(args if wait else ["--no-wait", *args]))
+        self.vsctl(*(args if wait else ["--no-wait", *args]), timeout=timeout)
 
 
 @contextlib.contextmanager

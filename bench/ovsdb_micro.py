@@ -1,0 +1,114 @@
+"""Micro-benchmark of the OVSDB layer alone (vifwire.executors.ovsdb).
+
+Starts a private OVS (ovsdb-server + userspace ovs-vswitchd in a throwaway
+namespace) and, for each N and port kind, measures in ONE transaction each:
+
+* ``add``        OvsdbClient.add_ports (commit acknowledged by ovsdb-server)
+* ``applied``    + wait_applied until every port has an ofport (ovs-vswitchd)
+* ``del``        OvsdbClient.del_ports
+* ``del-applied``+ wait_cfg (ovs-vswitchd removed them)
+
+Prints the median over ``--runs`` runs as total ms and ms/port.  Kinds:
+``internal`` (ovs-vswitchd creates a tap per port) and ``veth`` (veth pairs
+created beforehand with pyroute2, not timed; the host end is plugged).
+
+    sudo .venv/bin/python bench/ovsdb_micro.py [--n 200 1000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+from pyroute2 import IPRoute
+
+from vifwire.executors.ovsdb import OvsdbClient, OvsPortSpec
+from vifwire.sandbox import netns
+from vifwire.sandbox.ovs_daemon import PrivateOVS
+
+
+def _ext(i: int) -> dict[str, str]:
+    return {
+        "iface-id": f"4b1e2c2a-0000-4000-8000-{i:012d}",
+        "iface-status": "active",
+        "attached-mac": f"fa:16:3e:00:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}",
+        "vm-uuid": "0b7f1c8e-1111-4222-8333-444455556666",
+        "vifwire-owner": "bench",
+    }
+
+
+def _make_veths(ns: str, n: int) -> list[str]:
+    names = []
+    with IPRoute(netns=ns) as ipr:
+        for i in range(n):
+            h, p = f"bvh{i}", f"bvp{i}"
+            ipr.link("add", ifname=h, kind="veth", peer=p)
+            for name in (h, p):
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+            names.append(h)
+    return names
+
+
+def _del_veths(ns: str, names: list[str]) -> None:
+    with IPRoute(netns=ns) as ipr:
+        for h in names:
+            idx = ipr.link_lookup(ifname=h)
+            if idx:
+                ipr.link("del", index=idx[0])
+
+
+def run_once(c: OvsdbClient, names: list[str], kind: str) -> dict[str, float]:
+    itype = "internal" if kind == "internal" else ""
+    specs = [OvsPortSpec("br-int", n, itype, _ext(i), mtu_request=1450, tag=1)
+             for i, n in enumerate(names)]
+    t0 = time.perf_counter()
+    c.add_ports(specs)
+    t1 = time.perf_counter()
+    c.wait_applied(names, timeout=300)
+    t2 = time.perf_counter()
+    c.del_ports(names)
+    t3 = time.perf_counter()
+    c.wait_cfg(timeout=300)
+    t4 = time.perf_counter()
+    return {"add": t1 - t0, "applied": t2 - t0, "del": t3 - t2, "del-applied": t4 - t2}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[200, 1000])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--kind", nargs="+", default=["internal", "veth"], choices=["internal", "veth"])
+    args = ap.parse_args(argv)
+
+    with netns.sandbox("bench") as ns, PrivateOVS().start(ns) as ovs:
+        ovs.add_bridge("br-int")
+        t0 = time.perf_counter()
+        c = OvsdbClient(ovs.endpoint, timeout=30)
+        print(f"connect + initial sync: {(time.perf_counter() - t0) * 1e3:.1f} ms")
+        print(f"{'kind':9} {'N':>5} | " + " | ".join(
+            f"{k:>22}" for k in ("add", "applied", "del", "del-applied")))
+        print(f"{'':9} {'':>5} | " + " | ".join(f"{'total ms':>10} {'ms/port':>11}" for _ in range(4)))
+        for kind in args.kind:
+            for n in args.n:
+                if kind == "veth":
+                    names = _make_veths(ns, n)
+                else:
+                    names = [f"bti{i}" for i in range(n)]
+                try:
+                    runs = [run_once(c, names, kind) for _ in range(args.runs)]
+                finally:
+                    if kind == "veth":
+                        _del_veths(ns, names)
+                cells = []
+                for k in ("add", "applied", "del", "del-applied"):
+                    med = statistics.median(r[k] for r in runs)
+                    cells.append(f"{med * 1e3:>10.1f} {med * 1e3 / n:>11.3f}")
+                print(f"{kind:9} {n:>5} | " + " | ".join(cells), flush=True)
+        c.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
