@@ -159,8 +159,10 @@ def _sandbox_underlay(stack, ctx, items, out) -> None:
     with IPRoute(netns=ctx.netns) as ipr:
         for name in sorted(needed):
             if not ipr.link_lookup(ifname=name):
-                ipr.link("add", ifname=name, kind="dummy", state="up")
-                out(f"sandbox: dummy uplink {name}")
+                # this kernel has no dummy driver: a veth end stands in for an uplink
+                ipr.link("add", ifname=name, kind="veth", peer={"ifname": (name + "p")[:15]})
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+                out(f"sandbox: stand-in uplink {name}")
     if any(s.op.startswith("ovs_") for _, p in items for s in p.steps):
         from vifwire.sandbox.ovs_daemon import PrivateOVS
 
@@ -233,7 +235,6 @@ def _routed_gateway(ctx) -> None:
     from vifwire.sandbox import guests
 
     with IPRoute(netns=ctx.netns) as ipr:
-        if not ipr.link_lookup(ifname="vwgw0"):
-            ipr.link("add", ifname="vwgw0", kind="dummy", state="up")
-            idx = ipr.link_lookup(ifname="vwgw0")[0]
-            ipr.addr("add", index=idx, address=guests.ROUTED_GW4, prefixlen=32)
+        lo = ipr.link_lookup(ifname="lo")[0]
+        if not ipr.get_addr(index=lo, address=guests.ROUTED_GW4):
+            ipr.addr("add", index=lo, address=guests.ROUTED_GW4, prefixlen=32)
