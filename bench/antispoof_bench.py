@@ -6,10 +6,10 @@ no real interfaces are needed because the filter is keyed by interface *name*.
     sudo .venv/bin/python bench/antispoof_bench.py [--sizes 100,1000,5000] [--reps 9]
 
 For every size N it bulk-loads N ports (one transaction), then times
-``AntiSpoof.add_port`` of fresh ports (median of --reps; each timed port is
-removed again, untimed, so the population stays at N) and reads
-``rule_path_length()``. Also times remove_port and a re-plug of an existing
-port (idempotent add: probe + read back + diff).
+``AntiSpoof.add_port`` of --reps fresh ports (median and min), removes them
+again (timing remove_port without and with ``hint=``), times add_port of an
+installed port unchanged (re-plug) and changed (new CIDR pair: read back +
+diff), and reads ``rule_path_length()``.
 """
 
 from __future__ import annotations
@@ -67,14 +67,16 @@ def run_size(asp: AntiSpoof, have: int, target: int, reps: int, bridged: bool) -
         print(f"  bulk-loaded ports {have}..{target - 1} in {t:.2f}s", file=sys.stderr)
         time.sleep(0.5)  # let the kernel's deferred hash-table resizes settle
     base = 900_000
-    adds, removes, hinted = [], [], []
-    for r in range(reps):
-        pf = port(base + r, bridged)
-        adds.append(timed(lambda: asp.add_port(pf)))
+    fresh = [port(base + r, bridged) for r in range(reps)]
+    # plug: `reps` new ports one after the other (population grows by reps)
+    adds = [timed(lambda pf=pf: asp.add_port(pf)) for pf in fresh]
+    # unplug them again, alternating plain remove_port and remove_port(hint=)
+    removes, hinted = [], []
+    for r, pf in enumerate(fresh):
         if r % 2:
-            removes.append(timed(lambda: asp.remove_port(pf.ifname)))
+            removes.append(timed(lambda pf=pf: asp.remove_port(pf.ifname)))
         else:
-            hinted.append(timed(lambda: asp.remove_port(pf.ifname, hint=pf)))
+            hinted.append(timed(lambda pf=pf: asp.remove_port(pf.ifname, hint=pf)))
     existing = port(target // 2, bridged)
     few = max(3, reps // 3)
     replug = [timed(lambda: asp.add_port(existing)) for _ in range(few)]

@@ -26,16 +26,26 @@ no chain, no rule, no named object (see "O(1) plug" below).
 
 Sets (sets are table scoped: each table holds its own copy of what it uses):
 
-=============== ============================================ ===================
-``ports``       ``ifname`` (inet table only)                 registry of ports
-``vif_ifaces``  ``ifname``                                   guarded ports
-``allow_mac``   ``ifname . ether_addr``                      port MAC, pair MACs
-``allow_v4``    ``ifname . ether_addr . ipv4_addr`` interval addresses, pair CIDRs
-``allow_v6``    ``ifname . ether_addr . ipv6_addr`` interval + EUI-64 link-locals
-``allow_nd``    ``typeof iifname . ether saddr . @th,64,128`` interval, same
-                content as ``allow_v6`` keyed by the ND *target* (ICMPv6 offset 8)
-``drop_<r>``    ``ifname`` with a per-element ``counter``    per-port drop counters
-=============== ============================================ ===================
+================ ============================================ =================
+``ports``        ``ifname`` (inet table only)                 registry of ports
+``ports_fp``     ``ifname . ipv6_addr`` (inet table only)     port + fingerprint
+``vif_ifaces``   ``ifname``                                   guarded ports
+``allow_mac``    ``ifname . ether_addr``                      port MAC, pair MACs
+``allow_v4``     ``ifname . ether_addr . ipv4_addr``          host addresses
+``allow_v4_net`` same, ``flags interval``                     CIDR pairs
+``allow_v6``     ``ifname . ether_addr . ipv6_addr``          + EUI-64 link-locals
+``allow_v6_net`` same, ``flags interval``                     CIDR pairs
+``allow_nd``     ``typeof iifname . ether saddr . @th,64,128`` ``allow_v6`` keyed
+                 by the ND *target* field (ICMPv6 offset 8)
+``allow_nd_net`` same, ``flags interval``                     ``allow_v6_net``
+``drop_<r>``     ``ifname`` with a per-element ``counter``    drop counters
+================ ============================================ =================
+
+Host addresses live in hash sets (O(1) insert and lookup, whatever the number
+of ports); only CIDR pairs go to the interval sets, which the kernel
+implements with pipapo, whose insert (and lookup) cost grows with the set's
+size: with one interval set holding every address a plug at 5000 ports cost
+about 3x a plug at 10.
 
 ``allow_nd``: nft 1.0.6 has no ``icmpv6 taddr`` and its JSON parser can
 declare neither ``typeof`` sets nor raw-payload types, so this one set is
@@ -64,15 +74,18 @@ port's). Everything else is dropped and counted.
 O(1) plug
 ---------
 libnftables refreshes a cache before every command. For ``add element`` nft
-1.0.6 dumps all tables, chains, sets *and named objects*, plus the elements of
-non-concatenated interval sets. Hence: no named counters (an earlier draft
-with one named counter per port and reason made every plug O(ports): 40k
-objects were dumped each time) and no plain interval sets (all interval sets
-here are concatenations, which nft does not pre-load). ``add_port`` of a new
-port is ONE transaction with no read before it: it starts with
-``create element inet vifwire ports { <ifname> }``, which fails with EEXIST
-(rolling the whole batch back) if the port is already installed; only then
-are the port's entries read back (O(ports) listing) and reconciled.
+1.0.6 dumps all tables, chains, set definitions *and named objects*, plus the
+elements of non-concatenated interval sets. Hence: no named counters (a
+first draft with one named counter per port and reason made every plug
+O(ports): 40k counter objects were dumped per plug, 1.7 s at 5000 ports) and
+no plain interval sets (every interval set here is a concatenation, which nft
+does not pre-load). See :meth:`AntiSpoof.add_port` for the plug protocol: a
+new port is ONE transaction with no read before it; an unchanged re-plug and
+a remove with ``hint=`` are O(1) too (``ports_fp`` probe); only a *changed*
+re-plug and a remove without hint list vifwire's sets (O(ports)).
+
+Single writer: the read-then-write paths assume one vifwire process
+manipulates these tables at a time (the executor's lock).
 """
 
 from __future__ import annotations
@@ -572,7 +585,6 @@ class AntiSpoof:
         names = set(ifnames)
         if not names:
             return
-        self._ensure_once()
         hints = {n: pf for n, pf in (hints or {}).items() if n in names and pf.ifname == n}
         if hints:
             cmds = [c for pf in hints.values() for c in self._delete_cmds(_want(pf))]
@@ -731,27 +743,22 @@ class AntiSpoof:
         rules plus, for every jump/goto, the target chain's rules
         (recursively). The maximum over the tables is returned.
         """
+        # one terse listing (no set elements: listing a single chain would
+        # make nft 1.0.6 fetch every element of every set)
+        out = self.nft.run({"nftables": [{"list": {"ruleset": None}}]}, terse=True)
         best = 0
         for fam in FAMILIES:
-            # one command per run: nft 1.0.6 applies the cache filter of the
-            # last "list" of a batch to all of them
-            try:
-                out = self.nft.run({"nftables": [{"list": {"chains": {"family": fam}}}]})
-            except NftError as exc:
-                if _is_enoent(exc):
-                    continue
-                raise
-            chains: dict[str, dict] = {
-                item["chain"]["name"]: item["chain"]
-                for item in out.get("nftables", [])
-                if "chain" in item and item["chain"].get("table") == TABLE
-            }
+            chains: dict[str, dict] = {}
             rules: dict[str, list[list[dict]]] = {}
-            for cname in chains:
-                o = self.nft.run({"nftables": [{"list": {"chain": _obj(fam, name=cname)}}]})
-                rules[cname] = [
-                    item["rule"]["expr"] for item in o.get("nftables", []) if "rule" in item
-                ]
+            for item in out.get("nftables", []):
+                if "chain" in item:
+                    c = item["chain"]
+                    if c.get("family") == fam and c.get("table") == TABLE:
+                        chains[c["name"]] = c
+                elif "rule" in item:
+                    r = item["rule"]
+                    if r.get("family") == fam and r.get("table") == TABLE:
+                        rules.setdefault(r["chain"], []).append(r["expr"])
 
             def walk(name: str, depth: int = 0) -> int:
                 if depth > 16:

@@ -33,6 +33,7 @@ NFT_CTX_OUTPUT_JSON = 1 << 4
 NFT_CTX_OUTPUT_NUMERIC_PROTO = 1 << 7
 NFT_CTX_OUTPUT_NUMERIC_PRIO = 1 << 8
 NFT_CTX_OUTPUT_NUMERIC_SYMBOL = 1 << 9
+NFT_CTX_OUTPUT_TERSE = 1 << 11
 
 _LIBNAMES = ("libnftables.so.1", "libnftables.so")
 _lib: ctypes.CDLL | None = None
@@ -101,16 +102,20 @@ class _Context:
         if not ctx:
             raise NftError("nft_ctx_new failed")
         self.ctx = ctx
-        self.lib.nft_ctx_output_set_flags(
-            ctx,
-            NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE | NFT_CTX_OUTPUT_NUMERIC_PRIO,
-        )
+        self.flags = NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE | NFT_CTX_OUTPUT_NUMERIC_PRIO
+        self.lib.nft_ctx_output_set_flags(ctx, self.flags)
         if self.lib.nft_ctx_buffer_output(ctx) or self.lib.nft_ctx_buffer_error(ctx):
             self.free()
             raise NftError("cannot buffer libnftables output")
 
-    def run(self, text: str) -> tuple[int, str, str]:
-        rc = self.lib.nft_run_cmd_from_buffer(self.ctx, text.encode())
+    def run(self, text: str, extra_flags: int = 0) -> tuple[int, str, str]:
+        if extra_flags:
+            self.lib.nft_ctx_output_set_flags(self.ctx, self.flags | extra_flags)
+        try:
+            rc = self.lib.nft_run_cmd_from_buffer(self.ctx, text.encode())
+        finally:
+            if extra_flags:
+                self.lib.nft_ctx_output_set_flags(self.ctx, self.flags)
         out = self.lib.nft_ctx_get_output_buffer(self.ctx) or b""
         err = self.lib.nft_ctx_get_error_buffer(self.ctx) or b""
         return rc, out.decode(errors="replace"), err.decode(errors="replace")
@@ -223,21 +228,23 @@ class Nft:
         raise value
 
     # -- API --------------------------------------------------------------
-    def run_text(self, text: str) -> str:
-        """Run a raw command buffer (JSON text); return nft's raw output.
+    def run_text(self, text: str, *, terse: bool = False) -> str:
+        """Run a raw command buffer (JSON, or nft syntax); return nft's raw output.
 
-        Raises :class:`NftError` carrying nft's error text on failure.
+        ``terse``: list without set elements (libnftables then does not even
+        fetch them). Raises :class:`NftError` carrying nft's error text.
         """
+        extra = NFT_CTX_OUTPUT_TERSE if terse else 0
 
         def fn(ctx: _Context) -> str:
-            rc, out, err = ctx.run(text)
+            rc, out, err = ctx.run(text, extra)
             if rc != 0:
                 raise NftError(f"nft command failed (rc={rc})", err or out, rc)
             return out
 
         return self._call(fn)
 
-    def run(self, json_obj: dict) -> dict:
+    def run(self, json_obj: dict, *, terse: bool = False) -> dict:
         """Run a JSON command document (``{"nftables": [...]}``).
 
         Returns the parsed JSON output (``{}`` when nft printed nothing, e.g.
@@ -246,7 +253,7 @@ class Nft:
         """
         if "nftables" not in json_obj:
             raise ValueError('nft JSON document must have a top-level "nftables" key')
-        out = self.run_text(json.dumps(json_obj, separators=(",", ":")))
+        out = self.run_text(json.dumps(json_obj, separators=(",", ":")), terse=terse)
         return _parse_output(out)
 
     def list_ruleset(self) -> dict:
