@@ -320,7 +320,8 @@ class Channel:
                     want.discard(seq)
                 elif mtype == NLMSG_DONE:
                     code = struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
-                    errors[seq] = NetlinkError(-code) if code < 0 else None
+                    if code < 0 or seq not in errors:  # keep an "interrupted" mark
+                        errors[seq] = NetlinkError(-code) if code < 0 else None
                     want.discard(seq)
                 else:
                     if dump and flags & NLM_F_DUMP_INTR:
@@ -595,6 +596,15 @@ def _sysctl_read(path: str) -> str:
 def _sysctl_write(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
+
+
+def _disable_ipv6(path: str) -> None:
+    try:
+        _sysctl_write(path, "1")
+    except FileNotFoundError:
+        if os.path.isdir(_PROC_SYS_NET + "ipv6"):
+            raise
+        # a kernel without IPv6 (ipv6.disable=1): nothing to disable
 
 
 def _sysctl_swap(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -1003,7 +1013,7 @@ class BridgeHandler:
             return self._existing(ctx, step, ch, link, mtu)
         try:
             # IPv6 off before the bridge is ever up; then mark it ours and up
-            worker(ctx).call(_sysctl_write, _sysctl_path("ipv6/conf/{dev}/disable_ipv6", name), "1")
+            worker(ctx).call(_disable_ipv6, _sysctl_path("ipv6/conf/{dev}/disable_ipv6", name))
             ch.set_link(index=index, name=name, up=True, alias=VIFWIRE_ALIAS)
         except (OSError, ValueError) as e:
             ch.del_link(name)
