@@ -27,15 +27,25 @@ def exists(name: str) -> bool:
 
 
 def create(name: str) -> str:
-    """Create namespace ``name`` with loopback up; idempotent."""
-    if not exists(name):
-        _netns.create(name)
-    from pyroute2 import IPRoute
+    """Create namespace ``name`` with loopback up; idempotent.
 
-    with IPRoute(netns=name) as ipr:
-        idx = ipr.link_lookup(ifname="lo")
-        if idx:
-            ipr.link("set", index=idx[0], state="up")
+    If anything after the namespace exists fails, the namespace is removed
+    again before the error propagates, so a half-made sandbox never leaks.
+    """
+    fresh = not exists(name)
+    if fresh:
+        _netns.create(name)
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute(netns=name) as ipr:
+            idx = ipr.link_lookup(ifname="lo")
+            if idx:
+                ipr.link("set", index=idx[0], state="up")
+    except BaseException:
+        if fresh:
+            remove(name)
+        raise
     return name
 
 
