@@ -66,11 +66,11 @@ def run_once(c: OvsdbClient, names: list[str], kind: str) -> dict[str, float]:
     t0 = time.perf_counter()
     c.add_ports(specs)
     t1 = time.perf_counter()
-    c.wait_applied(names, timeout=300)
+    c.wait_applied(names, timeout=1800)
     t2 = time.perf_counter()
     c.del_ports(names)
     t3 = time.perf_counter()
-    c.wait_cfg(timeout=300)
+    c.wait_cfg(timeout=1800)
     t4 = time.perf_counter()
     return {"add": t1 - t0, "applied": t2 - t0, "del": t3 - t2, "del-applied": t4 - t2}
 
