@@ -255,23 +255,40 @@ _BRIDGED = {"bridge", "veth-bridge", "ovs-hybrid", "veth-ovs-hybrid"}
 
 
 def _security_steps(b: Binding, f: HostFacts, strategy: str) -> list[Step]:
+    """Anti-spoofing first, then open the path (sysctls, routes, proxy NDP).
+
+    The filter goes in before forwarding is enabled on the device, so there is
+    no moment at which the guest is routed but not filtered.
+
+    Routed guests use Calico's gateways (see :mod:`vifwire.sandbox.guests`):
+    169.254.1.1, answered by proxy ARP, and fe80::1, answered through a proxy
+    NDP entry on the guest's device; no per-guest subnet or host address.
+    """
+    gw6 = "fe80::1"
     steps: list[Step] = []
-    addrs = list(b.ipv4) + list(b.ipv6)
-    if strategy in _ROUTED and addrs:
-        steps.append(Step(op="sysctls", args={"dev": b.devname, "values": {
-            "ipv4/conf/{dev}/proxy_arp": "1", "ipv4/conf/{dev}/forwarding": "1",
-            "ipv6/conf/{dev}/accept_ra": "0", "ipv6/conf/{dev}/forwarding": "1",
-            "ipv6/conf/{dev}/proxy_ndp": "1"}}, why="routed guest reaches its gateway via proxy ARP/NDP"))
-        steps.append(Step(op="routes", args={"dev": b.devname, "addresses": addrs},
-                          why="host routes to the guest's addresses"))
-    if strategy not in _ROUTED | _BRIDGED:
-        return steps
-    if f.anti_spoof == "off" or (f.anti_spoof == "auto" and b.port_filter):
-        return steps
-    ifname = b.devname
-    pairs = [{"ip": p.ip, "mac": p.mac} for p in b.allowed_address_pairs]
-    steps.append(Step(op="antispoof", args={
-        "ifname": ifname, "mac": b.mac, "ipv4": list(b.ipv4), "ipv6": list(b.ipv6),
-        "pairs": pairs, "bridged": strategy in _BRIDGED},
-        why="only the port's MAC and addresses may leave the guest"))
+    v4, v6 = list(b.ipv4), list(b.ipv6)
+    if strategy in _ROUTED | _BRIDGED and not (f.anti_spoof == "off" or (f.anti_spoof == "auto" and b.port_filter)):
+        pairs = [{"ip": p.ip, "mac": p.mac} for p in b.allowed_address_pairs]
+        steps.append(Step(op="antispoof", args={
+            "ifname": b.devname, "mac": b.mac, "ipv4": v4, "ipv6": v6,
+            "pairs": pairs, "bridged": strategy in _BRIDGED},
+            why="only the port's MAC and addresses may leave the guest"))
+    if strategy in _ROUTED and (v4 or v6):
+        values = {
+            # routed, never a router the guest could configure
+            "ipv4/conf/{dev}/forwarding": "1", "ipv6/conf/{dev}/forwarding": "1",
+            "ipv6/conf/{dev}/accept_ra": "0",
+            # the host answers ARP for the gateway (and any off-link address) itself,
+            # at once rather than after a random delay of up to 0.8 s
+            "ipv4/conf/{dev}/proxy_arp": "1", "ipv4/neigh/{dev}/proxy_delay": "0",
+        }
+        if v6:
+            values |= {"ipv6/conf/{dev}/proxy_ndp": "1", "ipv6/neigh/{dev}/proxy_delay": "0"}
+        steps.append(Step(op="sysctls", args={"dev": b.devname, "values": values},
+                          why="routed guest reaches its gateway via proxy ARP/NDP"))
+        steps.append(Step(op="routes", args={"dev": b.devname, "addresses": v4 + v6},
+                          why="host routes (/32, /128) to the guest's addresses"))
+        if v6:
+            steps.append(Step(op="proxy_ndp", args={"dev": b.devname, "addresses": [gw6]},
+                              why=f"the host answers neighbour solicitations for the guest's gateway {gw6}"))
     return steps
