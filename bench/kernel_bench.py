@@ -9,7 +9,9 @@ For N VIFs of each wiring type, in a fresh sandbox namespace per round:
   ``--unplug-sample`` VIFs: every removal pays an RCU grace period, so the
   per-VIF cost is flat and sampling keeps the run short); the floor is
   ``ip -batch`` with ``link del`` per device of the sample;
-* bulk unplug: :func:`remove_links_bulk` of every device of all N VIFs.
+* bulk unplug: :func:`remove_links_bulk` of every device of all N VIFs;
+  its floor is ``ip -batch`` moving the devices into a group and deleting it
+  (``link del group``), on the N - sample VIFs left there, scaled to N.
 
 Two kernel settings (``--ipv6``), applied to the sandbox namespace only:
 
@@ -140,6 +142,7 @@ class Result:
     unplug: list[float] = field(default_factory=list)
     unplug_floor: list[float] = field(default_factory=list)
     bulk: list[float] = field(default_factory=list)  # seconds total
+    bulk_floor: list[float] = field(default_factory=list)
 
 
 def _plug(ctx: HostContext, kind: Kind, n: int) -> float:
@@ -222,6 +225,11 @@ def run_round(kind: Kind, n: int, sample: int, res: Result, ipv6: bool) -> None:
         res.floor.append(_batch(ns, [ln for i in range(n) for ln in kind.batch(i)]) * 1000 / n)
         k = min(sample, n)
         res.unplug_floor.append(_batch(ns, [ln for i in range(k) for ln in kind.batch_del(i)]) * 1000 / k)
+        # bulk floor: the same group trick, by ip (devices of the sample are gone)
+        rest = [d for p in plans[k:] for d in p.devices()]
+        scale = len(names) / max(len(rest), 1)
+        res.bulk_floor.append(scale * _batch(ns, [f"link set {d} group 4242" for d in rest]
+                                                 + ["link del group 4242"]))
         _empty(ns, names + ["br0", "src0"])
     time.sleep(0.5)
 
@@ -254,13 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         print(f"\n{kind.name}" + (f"  ({kind.note})" if kind.note else ""))
         print(f"  {'IPv6':>4} {'N':>5} {'plug ms/VIF':>12} {'ip -batch':>10} {'ratio':>6} {'unplug ms/VIF':>14} "
-              f"{'ip unplug':>10} {'bulk unplug s':>14}")
+              f"{'ip unplug':>10} {'bulk unplug s':>14} {'ip bulk s':>10}")
         for v6 in args.ipv6:
             for n in args.sizes:
                 r = results[(v6, kind.name, n)]
                 print(f"  {v6:>4} {n:>5} {med(r.plug):>12.3f} {med(r.floor):>10.3f} "
                       f"{med(r.plug) / med(r.floor):>6.2f} {med(r.unplug):>14.2f} {med(r.unplug_floor):>10.2f} "
-                      f"{med(r.bulk):>14.3f}")
+                      f"{med(r.bulk):>14.3f} {med(r.bulk_floor):>10.3f}")
             if big != small:
                 rb, rs = results[(v6, kind.name, big)], results[(v6, kind.name, small)]
                 print(f"  {v6:>4} per-VIF plug cost N={big} vs N={small}: {med(rb.plug) / med(rs.plug):.2f}x "

@@ -537,6 +537,7 @@ def test_remove_finds_renamed_tap_by_mac(ctx, ipr):
 def test_remove_finds_renamed_veth_by_mac(ctx, ipr):
     s = step("veth", name="tap17", peer="tin17", mtu=None, mac=MAC)
     apply(s, ctx)
+    assert verify(s, ctx) == []  # ``mac`` is an unplug hint, not set on the pair
     idx = ipr.link_lookup(ifname="tap17")[0]
     ipr.link("set", index=idx, state="down")
     ipr.link("set", index=idx, ifname="oldtap17", address=MAC)

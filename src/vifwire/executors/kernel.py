@@ -25,6 +25,19 @@ that has ``setns()``'d into it (the caller's threads never change namespace):
 * ``/proc/sys/net/...`` reads and writes (``disable_ipv6`` of bridges, the
   ``sysctls`` op) - /proc/sys/net shows the namespace of the reading thread.
 
+Public API
+----------
+* the handlers, registered for their ops (``HANDLERS[op].apply/remove/verify``);
+* :func:`remove_links_bulk` ``(ctx, names)`` - delete many links at once;
+* :func:`find_by_mac` ``(ctx, mac, kinds=None) -> name | None`` - unplug's
+  fallback for links named by older versions (used by ``tap``/``veth``/
+  ``macvtap`` ``remove`` when the name is absent and ``args["mac"]`` is given);
+* :func:`ipr` / :func:`channel` / :func:`worker` ``(ctx)`` - the namespace's
+  pyroute2 IPRoute, the fast channel on its socket, the helper thread;
+* :data:`VIFWIRE_RTPROT`, :data:`VIFWIRE_ALIAS`, :data:`BULK_GROUP_BASE`.
+
+A HostContext (and so a channel) is meant for one thread at a time.
+
 Ownership markers
 -----------------
 * bridges vifwire creates carry ``IFLA_IFALIAS`` = :data:`VIFWIRE_ALIAS`; a
@@ -967,7 +980,8 @@ class VethHandler:
         a = step.args
         ch = channel(ctx)
         link = ch.get_link(a["name"])
-        out = _link_drift(link, a["name"], "veth", _mtu_of(a), a.get("mac"))
+        # no MAC check: ``mac`` only helps unplug find a renamed pair
+        out = _link_drift(link, a["name"], "veth", _mtu_of(a))
         if link is None or link.kind != "veth":
             return out
         if not a.get("peer_netns") and link.link_netnsid is None:
