@@ -36,6 +36,7 @@ it creates (``vifwire.sandbox.netns``), which are always removed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -180,6 +181,25 @@ def _ctx(ns: str) -> HostContext:
     return ctx
 
 
+@contextlib.contextmanager
+def _sandbox():
+    """A sandbox namespace; creation is retried (it needs RTNL, which other
+    users of this shared machine may hold for a while)."""
+    for attempt in range(5):
+        try:
+            cm = netns.sandbox("kb")
+            ns = cm.__enter__()
+            break
+        except TimeoutError:
+            if attempt == 4:
+                raise
+            time.sleep(2)
+    try:
+        yield ns
+    finally:
+        cm.__exit__(None, None, None)
+
+
 def _prepare(ns: str, kind: Kind, ipv6: bool) -> None:
     if not ipv6:
         with HostContext(netns=ns) as ctx:
@@ -197,7 +217,7 @@ def run_round(kind: Kind, n: int, sample: int, res: Result, ipv6: bool) -> None:
     plans = [_plan(kind.steps(i), i) for i in range(n)]
     names = [d for p in plans for d in p.devices()]
     # vifwire: plug N, unplug a sample one by one, bulk-unplug the rest
-    with netns.sandbox("kb") as ns:
+    with _sandbox() as ns:
         _prepare(ns, kind, ipv6)
         with _ctx(ns) as ctx:
             res.plug.append(_plug(ctx, kind, n) * 1000 / n)
@@ -220,7 +240,7 @@ def run_round(kind: Kind, n: int, sample: int, res: Result, ipv6: bool) -> None:
             _empty(ns, ["br0", "src0"])
     time.sleep(0.5)
     # the floor: ip -batch
-    with netns.sandbox("kb") as ns:
+    with _sandbox() as ns:
         _prepare(ns, kind, ipv6)
         res.floor.append(_batch(ns, [ln for i in range(n) for ln in kind.batch(i)]) * 1000 / n)
         k = min(sample, n)

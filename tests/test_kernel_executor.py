@@ -572,12 +572,16 @@ def test_bulk_removal_of_200_veth_pairs(ctx, ipr):
 
 
 def test_bulk_removal_mixed_kinds(ctx, ipr):
-    apply(step("bridge", name="qbr18", mtu=None, shared=False), ctx)
-    apply(step("veth", name="qvb18", peer="qvo18", mtu=None), ctx)
-    apply(step("master", name="qvb18", master="qbr18"), ctx)
+    names = []
+    for i in range(K.BULK_BRIDGE_CHUNK + 4):  # more bridges than one chunk
+        apply(step("bridge", name=f"qbr18{i:02d}", mtu=None, shared=False), ctx)
+        apply(step("veth", name=f"qvb18{i:02d}", peer=f"qvo18{i:02d}", mtu=None), ctx)
+        apply(step("master", name=f"qvb18{i:02d}", master=f"qbr18{i:02d}"), ctx)
+        names += [f"qbr18{i:02d}", f"qvb18{i:02d}", f"qvo18{i:02d}"]
     apply(step("tap", name="tap18", mac=None, mtu=None, multiqueue=True), ctx)
-    K.remove_links_bulk(ctx, ["qbr18", "qvb18", "qvo18", "tap18"])
-    assert {m.get("ifname") for m in ipr.link("dump")} == {"lo"}
+    apply(step("bridge", name="keep18", mtu=None, shared=True), ctx)  # not listed: stays
+    K.remove_links_bulk(ctx, names + ["tap18"])
+    assert {m.get("ifname") for m in ipr.link("dump")} == {"lo", "keep18"}
 
 
 # ---------------------------------------------------------------------------
@@ -595,9 +599,11 @@ def test_one_socket_per_namespace_and_cleanup(ns):
 
 
 def test_missing_namespace_is_not_created():
-    with HostContext(netns="vw-kt-missing") as c:
-        with pytest.raises(Exception):
+    with HostContext(netns="vw-kt-missing", port_id="p9") as c:
+        with pytest.raises(HostError, match="port p9: netns vw-kt-missing: the namespace does not exist"):
             apply(step("require_link", name="lo", why="x"), c)
+        with pytest.raises(HostError):
+            apply(step("sysctls", dev="lo", values={"ipv4/conf/{dev}/proxy_arp": "1"}), c)
     assert not netns.exists("vw-kt-missing")
 
 

@@ -665,9 +665,17 @@ def _key(ctx: HostContext) -> str:
     return ctx.netns or ""
 
 
+def _check_netns(ctx: HostContext) -> None:
+    if ctx.netns and not os.path.exists(netns_file(ctx.netns)):
+        raise HostError(ctx.port_id, f"netns {ctx.netns}", "the namespace does not exist")
+
+
 def ipr(ctx: HostContext) -> Any:
     """The namespace's long-lived pyroute2 IPRoute (``ctx`` key ``ipr:<netns>``)."""
-    return ctx.get("ipr:" + _key(ctx), lambda: _open_ipr(ctx.netns))
+    key = "ipr:" + _key(ctx)
+    if key not in ctx._cache:
+        _check_netns(ctx)
+    return ctx.get(key, lambda: _open_ipr(ctx.netns))
 
 
 def channel(ctx: HostContext) -> Channel:
@@ -676,7 +684,11 @@ def channel(ctx: HostContext) -> Channel:
 
 
 def worker(ctx: HostContext) -> NsWorker:
-    return ctx.get("kernel-ns:" + _key(ctx), lambda: NsWorker(ctx.netns))
+    """The namespace's helper thread (tun files, /proc/sys/net)."""
+    key = "kernel-ns:" + _key(ctx)
+    if key not in ctx._cache:
+        _check_netns(ctx)
+    return ctx.get(key, lambda: NsWorker(ctx.netns))
 
 
 def _fail(ctx: HostContext, step: Step, problem: str) -> HostError:
@@ -1535,14 +1547,37 @@ class ProxyNdpHandler:
 # bulk removal
 
 
+def _delete_as_group(ch: Channel, names: list[str]) -> None:
+    """Move ``names`` into a fresh link group and delete the group (one request)."""
+    group = BULK_GROUP_BASE | (secrets.randbits(16) or 1)
+    errs = ch.pipeline([(RTM_NEWLINK, 0, _ifi() + _str(IFLA_IFNAME, n) + _u32(IFLA_GROUP, group))
+                        for n in names])
+    if not any(e is None for e in errs):
+        return  # none of them exists
+    try:
+        ch.request(RTM_DELLINK, 0, _ifi() + _u32(IFLA_GROUP, group))
+    except NetlinkError as e:
+        if e.errno not in (errno.ENODEV, errno.EOPNOTSUPP):
+            raise  # EOPNOTSUPP: a link without rtnl dellink; the caller's sweep gets it
+
+
+#: Bridges deleted per group request. Every bridge deletion waits for a full
+#: RCU grace period (``br_multicast_dev_del()`` ends in ``rcu_barrier()``),
+#: under RTNL, so a group of 1000 bridges would stall every netlink user on the
+#: host for ~17 s; small groups let others in between.
+BULK_BRIDGE_CHUNK = 8
+
+
 def remove_links_bulk(ctx: HostContext, names: list[str]) -> None:
     """Delete many links, paying the RCU grace period once.
 
-    The links are moved into one link group (one ``RTM_NEWLINK`` each,
-    pipelined) and the group is deleted with a single ``RTM_DELLINK``
-    (``ip link del group N``), which unregisters them all in one batch.
-    Absent names are fine. Whatever survives is deleted one by one.
-    Deleting one end of a veth deletes the pair.
+    The links are moved into a link group (one ``RTM_NEWLINK`` each,
+    pipelined, 128 per datagram) and the group is deleted with a single
+    ``RTM_DELLINK`` (``ip link del group N``), which unregisters them all in one
+    batch. Bridges among ``names`` (found with one kernel-filtered dump) go
+    :data:`BULK_BRIDGE_CHUNK` at a time, after the rest. Absent names are
+    fine; whatever survives is deleted one by one. Deleting one end of a veth
+    deletes the pair.
     """
     names = list(dict.fromkeys(n for n in names if n))
     if not names:
@@ -1550,24 +1585,25 @@ def remove_links_bulk(ctx: HostContext, names: list[str]) -> None:
     ch = channel(ctx)
     for n in names:
         ch.forget(n)
-    group = BULK_GROUP_BASE | (secrets.randbits(16) or 1)
-    errs = ch.pipeline([(RTM_NEWLINK, 0, _ifi() + _str(IFLA_IFNAME, n) + _u32(IFLA_GROUP, group))
-                        for n in names])
-    grouped = [n for n, e in zip(names, errs) if e is None]
-    if grouped:
-        try:
-            ch.request(RTM_DELLINK, 0, _ifi() + _u32(IFLA_GROUP, group))
-        except NetlinkError as e:
-            if e.errno not in (errno.ENODEV, errno.EOPNOTSUPP):
-                raise HostError(ctx.port_id, "bulk remove", f"cannot delete link group {group}: {e}") from e
-    # whatever is still there (could not be grouped, or the group delete balked)
-    left = [n for n, e in zip(names, ch.pipeline(
-        [(RTM_NEWLINK, 0, _ifi() + _str(IFLA_IFNAME, n)) for n in names])) if e is None]
-    for n in left:
-        try:
+    try:
+        bridges: list[str] = []
+        if len(names) > BULK_BRIDGE_CHUNK:
+            wanted = set(names)
+            kind = _attr(IFLA_LINKINFO, _str(IFLA_INFO_KIND, "bridge"))
+            bridges = [l.name for l in ch.links(kind) if l.name in wanted]
+        plain = [n for n in names if n not in set(bridges)]
+        if plain:
+            _delete_as_group(ch, plain)
+        for i in range(0, len(bridges), BULK_BRIDGE_CHUNK):
+            _delete_as_group(ch, bridges[i:i + BULK_BRIDGE_CHUNK])
+        # whatever is still there (a race, or the group delete balked):
+        # a no-op RTM_NEWLINK by name answers ENODEV for the ones that are gone
+        left = [n for n, e in zip(names, ch.pipeline(
+            [(RTM_NEWLINK, 0, _ifi() + _str(IFLA_IFNAME, n)) for n in names])) if e is None]
+        for n in left:
             ch.del_link(n)
-        except NetlinkError as e:
-            raise HostError(ctx.port_id, "bulk remove", f"cannot delete {n}: {e}") from e
+    except NetlinkError as e:
+        raise HostError(ctx.port_id, "bulk remove", f"cannot delete links: {e}") from e
 
 
 # ---------------------------------------------------------------------------
