@@ -148,6 +148,22 @@ def wait_ipv6_ready(ns: str, ifname: str, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def sandbox(tag: str):
+    """``netns.sandbox`` that also removes the namespace when creating it fails
+    half-way (pyroute2 creates it from a forked helper that can time out on a
+    loaded host after the /var/run/netns entry exists)."""
+    name = netns.unique_name(tag)
+    try:
+        netns.create(name)
+        yield name
+    finally:
+        with contextlib.suppress(Exception):
+            netns.remove(name)
+        if os.path.lexists(netns.netns_path(name)):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
 def give_guest_mac(ns: str, ifname: str, mac: str) -> None:
     """The container's NIC gets the port's MAC, as LXD does with the device's
     ``hwaddr``. (The plan's ``veth`` step carries it as ``peer_mac``; the kernel
@@ -162,8 +178,8 @@ def give_guest_mac(ns: str, ifname: str, mac: str) -> None:
 @pytest.fixture
 def env(tmp_path):
     with contextlib.ExitStack() as st:
-        host = st.enter_context(netns.sandbox("rt"))
-        gns = st.enter_context(netns.sandbox("rg"))
+        host = st.enter_context(sandbox("rt"))
+        gns = st.enter_context(sandbox("rg"))
         T.sysctl_write(host, "net/ipv4/ip_forward", "0")
         T.sysctl_write(host, "net/ipv6/conf/all/forwarding", "1")
         for key in ("all", "default"):
