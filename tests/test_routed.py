@@ -57,7 +57,6 @@ HOST_V6 = "fd96::1"  # the host over IPv6, on lo
 ROUTED_GW6 = guests.ROUTED_GW6  # fe80::1
 RTPROT = K.VIFWIRE_RTPROT
 IFA_F_TENTATIVE = 0x40
-NTF_PROXY = 0x08
 
 
 @dataclass
@@ -306,7 +305,7 @@ def routes_of(g: Guest) -> set[tuple[str, int, str]]:
 # the plan
 
 
-def test_plan_emits_routing_and_filter_steps(tmp_path):
+def test_plan_emits_routing_and_filter_steps():
     items = _items("vw-guest-ns")
     for b, p in items:
         ops = [s.op for s in p.steps]
