@@ -135,9 +135,18 @@ def up(file: Any, sandbox: bool, hold: bool, as_json: bool, **kw: Any) -> None:
 
 
 def _cleanup_on_signals(stack: contextlib.ExitStack) -> None:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so the ExitStack tears everything down."""
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so the ExitStack tears everything down.
+
+    Only in this process: helpers forked by pyroute2 (to enter namespaces)
+    inherit the handler, and must simply exit instead of unwinding our stack.
+    """
+    import os
+
+    owner = os.getpid()
 
     def _raise(signum, frame):  # noqa: ARG001
+        if os.getpid() != owner:
+            os._exit(0)
         raise KeyboardInterrupt
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
