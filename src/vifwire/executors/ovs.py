@@ -1,28 +1,186 @@
 """Open vSwitch steps (``ovs_bridge``, ``ovs_port``) over native OVSDB.
 
 One long-lived :class:`~vifwire.executors.ovsdb.OvsdbClient` per endpoint and
-run (kept in the :class:`HostContext`). Ports of many VIFs are added in one
-OVSDB transaction (:meth:`OvsPortHandler.apply_many`) and removed in one
-(:meth:`OvsPortHandler.remove_bulk`), then the handler waits for ovs-vswitchd
-to apply the change: a plug never succeeds for a port OVS did not create, and
-never waits past the configured timeout.
+:class:`HostContext` (``ctx.get("ovsdb:<endpoint>")``); no ``ovs-vsctl``.
+
+Both handlers are *deferrable*: the engine runs every kernel step of every
+port of a run first and then hands all ``ovs_bridge`` steps, then all
+``ovs_port`` steps, to :meth:`apply_many` in one batch each, so
+
+* the bridges a run needs are ensured once (one transaction, only if one is
+  missing);
+* all ports of the run go into OVSDB in **one** transaction
+  (:meth:`OvsPortHandler.apply_many`), and one wait for ovs-vswitchd follows:
+  until ``cur_cfg`` reaches the transaction's ``next_cfg`` and every port whose
+  kernel device already exists (``device_ready``: hybrid ``qvo``, a
+  container's ``tap`` end, a tap vifwire made) has an ``ofport``.  A port
+  OVS did not create fails its plug (and is rolled back); the plug never
+  waits past ``ctx.ovs_timeout``;
+* unplug removes all ports of the run in one transaction
+  (:meth:`OvsPortHandler.remove_bulk`) and waits for ovs-vswitchd once.
+
+Failures:
+
+* ovsdb-server unreachable (or stopped answering): every call raises
+  :class:`~vifwire.executors.ovsdb.OvsdbUnavailable` within the timeout; the
+  context remembers it, so the remaining calls of the same run fail fast
+  (they still try to reconnect, with a short timeout) instead of each paying
+  the full timeout;
+* ovs-vswitchd not applying the change in time (stopped, hung): the ports of
+  the batch fail with a message naming what is missing; their OVSDB rows are
+  removed again (or restored, for ports that existed) without waiting for
+  ovs-vswitchd, so OVSDB is back to what it was even while it is stopped;
+* a port OVSDB refuses (exists on another bridge, name clash...): the batch
+  is split in halves until the culprits are isolated, so the other ports of
+  the run still go in (O(k log n) transactions for k bad ports).
+
+Undo of a port that existed before the plug restores its columns exactly
+(``external_ids``/``options`` maps replaced, not merged).  An OVS bridge is
+removed by an undo only if vifwire created it in that run *and* no other port
+is on it by then (checked by an OVSDB ``wait`` in the same transaction).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from vifwire.errors import HostError
 from vifwire.executors.base import HostContext, Undo, register
-from vifwire.executors.ovsdb import OvsApplyError, OvsdbClient, OvsdbError, OvsPortSpec, _uuid
+from vifwire.executors.ovsdb import (
+    OvsApplyError,
+    OvsdbClient,
+    OvsdbError,
+    OvsdbUnavailable,
+    OvsPortSpec,
+)
 from vifwire.planner.generic import OVS_OWNER_KEY
 from vifwire.planner.plan import Step
 
+#: After ovsdb-server was found unreachable in a run, further calls of the
+#: same run try to reconnect for this long only (seconds).
+DOWN_RETRY_TIMEOUT = 0.2
+
+
+# --------------------------------------------------------------------------
+# connection
+
+
+def _key(ctx: HostContext) -> str:
+    return "ovsdb:" + (ctx.ovsdb or "")
+
+
+def _down_key(ctx: HostContext) -> str:
+    return "ovsdb-down:" + (ctx.ovsdb or "")
+
+
+def _timeout(ctx: HostContext) -> float:
+    """The timeout for the next OVSDB call of this run."""
+    if ctx._cache.get(_down_key(ctx)):
+        return min(ctx.ovs_timeout, DOWN_RETRY_TIMEOUT)
+    return ctx.ovs_timeout
+
 
 def client(ctx: HostContext) -> OvsdbClient:
+    """The run's OVSDB client (connects on first use)."""
     if not ctx.ovsdb:
         raise HostError(ctx.port_id, "ovsdb", "no OVSDB endpoint configured (--ovsdb / VIFWIRE_OVSDB)")
-    return ctx.get("ovsdb:" + ctx.ovsdb, lambda: OvsdbClient(ctx.ovsdb, timeout=ctx.ovs_timeout))
+    c = ctx._cache.get(_key(ctx))
+    if c is not None and not getattr(c, "_closed", False):
+        return c
+    try:
+        c = OvsdbClient(ctx.ovsdb, timeout=_timeout(ctx))
+    except OvsdbUnavailable:
+        ctx._cache[_down_key(ctx)] = True
+        raise
+    c.timeout = ctx.ovs_timeout
+    ctx._cache[_key(ctx)] = c
+    return c
+
+
+def _call(ctx: HostContext, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """``fn(*args, timeout=..., **kw)``, keeping the run's "server down" mark."""
+    try:
+        out = fn(*args, timeout=_timeout(ctx), **kw)
+    except OvsdbUnavailable:
+        ctx._cache[_down_key(ctx)] = True
+        raise
+    ctx._cache.pop(_down_key(ctx), None)
+    return out
+
+
+# ---- things OvsdbClient has no public call for (see docs/ovs.md) -----------
+# These use the client's replica and transaction helper directly; they are
+# kept together here so that they are easy to replace by public calls.
+
+
+def _states(c: OvsdbClient, names: list[str], ctx: HostContext) -> dict[str, dict | None]:
+    """``{name: port_state}`` for many ports from one replica sync."""
+    bulk = getattr(c, "port_states", None)
+    if bulk is not None:
+        return _call(ctx, bulk, names)
+    if not names:
+        return {}
+    out = {names[0]: _call(ctx, c.port_state, names[0])}  # syncs the replica
+    with c._lock:
+        for n in names[1:]:
+            out[n] = c._state(n)
+    return out
+
+
+def _raw_transact(c: OvsdbClient, ctx: HostContext, build: Callable[[], list[dict]], step: str,
+                  port: str | None) -> int | None:
+    def run(timeout: float) -> int | None:
+        with c._lock:
+            return c._transact(build, step, port, c._deadline(timeout))
+
+    return _call(ctx, run)
+
+
+def _restore_ops(name: str, before: dict) -> list[dict]:
+    """Ops that put an existing port's columns back exactly as ``before``."""
+    def smap(d: dict | None) -> list:
+        return ["map", [[k, v] for k, v in sorted((d or {}).items())]]
+
+    def opt(v: Any) -> Any:
+        return ["set", []] if v is None else v
+
+    return [
+        {"op": "update", "table": "Interface", "where": [["name", "==", name]],
+         "row": {"type": before.get("type") or "", "external_ids": smap(before.get("external_ids")),
+                 "options": smap(before.get("options")), "mtu_request": opt(before.get("mtu_request"))}},
+        {"op": "update", "table": "Port", "where": [["name", "==", name]],
+         "row": {"tag": opt(before.get("tag"))}},
+    ]
+
+
+def _del_bridge_if_unused(c: OvsdbClient, ctx: HostContext, name: str) -> None:
+    """Remove bridge ``name`` unless a port other than its own is on it."""
+
+    def build() -> list[dict]:
+        bu = c._names["Bridge"].get(name)
+        if bu is None:
+            return []
+        br = c._tables["Bridge"][bu]
+        own = c._names["Port"].get(name)
+        ports = br["ports"]
+        refs = [ports[1]] if ports and ports[0] == "uuid" else [u[1] for u in ports[1]]
+        if any(u != own for u in refs):
+            return []  # someone else's port is on it now: it stays
+        where = [["_uuid", "==", ["uuid", bu]]]
+        return [
+            # atomic with the delete: still exactly these ports
+            {"op": "wait", "table": "Bridge", "where": where, "timeout": 0, "columns": ["ports"],
+             "until": "==", "rows": [{"ports": ports}]},
+            {"op": "mutate", "table": "Open_vSwitch", "where": [],
+             "mutations": [["bridges", "delete", ["set", [["uuid", bu]]]]]},
+        ]
+
+    _raw_transact(c, ctx, build, "del-br", None)
+
+
+# --------------------------------------------------------------------------
+# helpers
 
 
 def _spec(step: Step) -> OvsPortSpec:
@@ -32,177 +190,310 @@ def _spec(step: Step) -> OvsPortSpec:
                        tag=a.get("tag"), options=dict(a.get("options") or {}))
 
 
-def _matches(state: dict | None, spec: OvsPortSpec) -> bool:
-    if state is None or state.get("bridge") != spec.bridge:
-        return False
-    ext = state.get("external_ids") or {}
-    opts = state.get("options") or {}
-    return ((state.get("type") or "") == spec.iface_type
-            and all(ext.get(k) == v for k, v in spec.external_ids.items())
-            and all(opts.get(k) == v for k, v in spec.options.items())
-            and state.get("mtu_request") == spec.mtu_request and state.get("tag") == spec.tag)
+def _owner(step: Step, ctx: HostContext) -> str | None:
+    return (step.args.get("external_ids") or {}).get(OVS_OWNER_KEY) or ctx.port_id
+
+
+def _drift(state: dict | None, spec: OvsPortSpec) -> list[str]:
+    """How the port in OVSDB differs from ``spec`` (empty: as wanted)."""
+    n = spec.name
+    if state is None:
+        return [f"OVS port {n} is missing from {spec.bridge}"]
+    out = []
+    if state.get("bridge") != spec.bridge:
+        out.append(f"OVS port {n} is on {state.get('bridge')}, recorded {spec.bridge}")
+    if (state.get("type") or "") != spec.iface_type:
+        out.append(f"OVS port {n}: type is {state.get('type')!r}, recorded {spec.iface_type!r}")
+    for col, want in (("external_ids", spec.external_ids), ("options", spec.options)):
+        have = state.get(col) or {}
+        for k, v in want.items():
+            if have.get(k) != v:
+                out.append(f"OVS port {n}: {col}:{k} is {have.get(k)!r}, recorded {v!r}")
+    if state.get("mtu_request") != spec.mtu_request:
+        out.append(f"OVS port {n}: mtu_request is {state.get('mtu_request')}, recorded {spec.mtu_request}")
+    if state.get("tag") != spec.tag:
+        out.append(f"OVS port {n}: tag is {state.get('tag')}, recorded {spec.tag}")
+    return out
+
+
+def _has_ofport(state: dict | None) -> bool:
+    return bool(state) and (state.get("ofport") or 0) > 0
+
+
+# --------------------------------------------------------------------------
+# ovs_bridge
 
 
 class OvsBridgeHandler:
-    """Ensure the integration bridge exists. A bridge vifwire did not create
-    is never removed; one created by a failed plug is removed by its undo."""
+    """Ensure the integration bridge exists.
+
+    A bridge vifwire did not create is never removed; one created by a plug is
+    removed by that plug's undo only if nothing else is on it by then.
+    ``remove`` does nothing: the bridge is shared infrastructure.
+    """
+
+    deferrable = True
 
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
-        c = client(ctx)
-        name = step.args["name"]
-        if c.bridge_exists(name):
-            return None
-        c.ensure_bridge(name, step.args.get("datapath_type") or "system")
-        return lambda: _del_bridge(c, name)
+        out = self.apply_many([step], ctx)[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def apply_many(self, steps: list[Step], ctx: HostContext) -> list[Undo | None | Exception]:
+        """Ensure each named bridge once.
+
+        A bridge created here gives *every* step naming it an undo that
+        removes it if it is unused by then: whichever of the run's failed
+        ports rolls back last takes it away, and a port that succeeded keeps
+        it.
+        """
+        by_name: dict[str, list[int]] = {}
+        for i, s in enumerate(steps):
+            by_name.setdefault(s.args["name"], []).append(i)
+        results: list[Undo | None | Exception] = [None] * len(steps)
+        try:
+            c = client(ctx)
+            for name, idx in by_name.items():
+                if _call(ctx, c.bridge_exists, name):
+                    continue
+                dp = steps[idx[0]].args.get("datapath_type") or "system"
+                if _call(ctx, c.ensure_bridge, name, dp):
+                    undo = (lambda n=name: _del_bridge_if_unused(c, ctx, n))
+                    for i in idx:
+                        results[i] = undo
+        except HostError as exc:
+            return [exc] * len(steps)
+        return results
 
     def remove(self, step: Step, ctx: HostContext) -> None:
-        return None  # shared infrastructure: outlives every port
+        return None
+
+    def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
+        return None
 
     def verify(self, step: Step, ctx: HostContext) -> list[str]:
-        if not client(ctx).bridge_exists(step.args["name"]):
+        if not _call(ctx, client(ctx).bridge_exists, step.args["name"]):
             return [f"OVS bridge {step.args['name']} is missing"]
         return []
+
+
+# --------------------------------------------------------------------------
+# ovs_port
 
 
 class OvsPortHandler:
     deferrable = True  # the engine batches these across ports
 
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
-        result = self.apply_many([step], ctx)[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
+        out = self.apply_many([step], ctx)[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
 
     def apply_many(self, steps: list[Step], ctx: HostContext) -> list[Undo | None | Exception]:
-        """Add/converge many ports in one transaction and wait for ovs-vswitchd.
+        """Add/converge many ports in one transaction and wait for ovs-vswitchd once.
 
         Returns, per step, its undo (``None`` if nothing changed) or the
-        exception that failed it. Ports whose device already exists in the
-        kernel must get an ofport; the others (a tap libvirt makes later) only
-        need ovs-vswitchd to have taken the change.
+        exception that failed it.  Ports whose kernel device exists
+        (``device_ready``) must get an ofport; the others (a tap libvirt makes
+        later, a vhost-user socket) only need ovs-vswitchd to have taken the
+        change.
         """
-        c = client(ctx)
-        specs = [_spec(s) for s in steps]
-        before = {s.name: c.port_state(s.name) for s in specs}
-        todo = [s for s in specs if not _matches(before[s.name], s)]
-        results: list[Undo | None | Exception] = [None] * len(steps)
-        if not todo:
-            return results
+        n = len(steps)
+        results: list[Undo | None | Exception] = [None] * n
         try:
-            c.add_ports(todo, may_exist=True)
-        except OvsdbError as exc:
-            if len(todo) == 1:
-                return [exc if s.name == todo[0].name else None for s in specs]
-            # find the culprit(s) one by one so the others can still go in
-            return [self._apply_one(c, s, before[s.name], ctx) if s in todo else None for s in specs]
-        ready = [s.args["name"] for s in steps if s.args.get("device_ready")]
-        failed: dict[str, str] = {}
-        try:
-            if ready:
-                c.wait_applied(ready, timeout=ctx.ovs_timeout)
-            else:
-                c.wait_cfg(timeout=ctx.ovs_timeout)
-        except OvsApplyError as exc:
-            for name in exc.failed or [s.name for s in todo]:
-                state = exc.states.get(name) if exc.states else None
-                why = (state or {}).get("error") or exc.problem
-                failed[name] = why
+            c = client(ctx)
+            specs = [_spec(s) for s in steps]
+            for s in specs:
+                s.check()
+        except HostError as exc:
+            return [exc] * n
+
+        # the same port twice in one batch: only the first goes in
+        index: dict[str, int] = {}
         for i, s in enumerate(specs):
-            if s not in todo:
-                continue
-            undo = _undo_for(c, s, before[s.name])
-            if s.name in failed:
-                try:
-                    undo()
-                except Exception:  # noqa: BLE001 - report the original failure
-                    pass
-                results[i] = HostError(steps[i].args["external_ids"].get(OVS_OWNER_KEY), f"ovs_port {s.name}",
-                                       f"ovs-vswitchd did not create it: {failed[s.name]}")
+            if s.name in index:
+                results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {s.name}",
+                                       "the same OVS port is planned twice in this run")
             else:
-                results[i] = undo
+                index[s.name] = i
+        try:
+            before = _states(c, list(index), ctx)
+        except HostError as exc:
+            return [exc] * n
+
+        todo = [i for i in index.values() if _drift(before[specs[i].name], specs[i])]
+        ready = [i for i in index.values() if steps[i].args.get("device_ready")]
+        # unchanged ports whose device is there but that have no ofport yet
+        # (e.g. the device was just re-created): wait for them too, patiently
+        in_todo = set(todo)
+        recheck = [i for i in ready if i not in in_todo and not _has_ofport(before[specs[i].name])]
+
+        committed, target = self._commit(c, ctx, steps, specs, todo, results)
+        if not committed and not recheck:
+            return results
+
+        waited = [specs[i].name for i in ready if i in committed or i in recheck]
+        failed: dict[int, str] = {}
+        try:
+            if waited:
+                _call(ctx, c.wait_applied, waited, fail_fast=not recheck)
+            else:
+                _call(ctx, c.wait_cfg)
+        except OvsApplyError as exc:
+            # ovs-vswitchd behind (stopped, hung): nothing of the batch is
+            # known to be applied, so every committed port fails; otherwise
+            # only the ports it reported without an ofport
+            behind = target is not None and c.cfg()[1] < target
+            bad = set(exc.failed)
+            for i in committed + recheck:
+                nm = specs[i].name
+                if nm in bad or (behind and i in committed):
+                    st = exc.states.get(nm) if exc.states else None
+                    failed[i] = (st or {}).get("error") or exc.problem
+        except HostError as exc:  # ovsdb-server gone while waiting
+            for i in committed + recheck:
+                failed[i] = exc.problem
+
+        if failed:
+            self._undo_many(c, ctx, [(specs[i].name, before[specs[i].name]) for i in failed if i in committed])
+        for i in committed:
+            if i not in failed:
+                results[i] = _undo_for(c, ctx, specs[i].name, before[specs[i].name])
+        for i, why in failed.items():
+            results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {specs[i].name}",
+                                   f"OVS did not set the port up: {why}")
         return results
 
-    def _apply_one(self, c: OvsdbClient, s: OvsPortSpec, before: dict | None, ctx: HostContext):
+    def _commit(self, c: OvsdbClient, ctx: HostContext, steps: list[Step], specs: list[OvsPortSpec],
+                todo: list[int], results: list) -> tuple[list[int], int | None]:
+        """Commit ``todo`` in one transaction; isolate refused ports by halving.
+
+        Fills ``results`` with the error of every port that could not go in
+        and returns the indices that did and the ``next_cfg`` to wait for.
+        """
+        committed: list[int] = []
+        target: int | None = None
+
+        def attempt(idx: list[int]) -> None:
+            if not idx:
+                return
+            nonlocal target
+            try:
+                cfg = _call(ctx, c.add_ports, [specs[i] for i in idx], may_exist=True)
+            except OvsdbUnavailable as exc:
+                for i in idx:
+                    results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {specs[i].name}", exc.problem)
+                return
+            except OvsdbError as exc:
+                if len(idx) == 1:
+                    i = idx[0]
+                    results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {specs[i].name}", exc.problem)
+                    return
+                half = len(idx) // 2
+                attempt(idx[:half])
+                attempt(idx[half:])
+                return
+            committed.extend(idx)
+            if cfg is not None:
+                target = max(target or 0, cfg)
+
+        attempt(todo)
+        return committed, target
+
+    @staticmethod
+    def _undo_many(c: OvsdbClient, ctx: HostContext, items: list[tuple[str, dict | None]]) -> None:
+        """Take back many ports in one transaction (no wait for ovs-vswitchd)."""
+        new = [n for n, b in items if b is None]
+        old = [(n, b) for n, b in items if b is not None]
         try:
-            c.add_ports([s], may_exist=True)
-            c.wait_cfg(timeout=ctx.ovs_timeout)
-        except OvsdbError as exc:
-            return exc
-        return _undo_for(c, s, before)
+            if new:
+                _call(ctx, c.del_ports, new, if_exists=True)
+            if old:
+                _raw_transact(c, ctx, lambda: [op for n, b in old for op in _restore_ops(n, b)],
+                              "restore-port", None)
+        except HostError:
+            pass  # the port's own error is what gets reported
 
     def remove(self, step: Step, ctx: HostContext) -> None:
         self.remove_bulk([step], ctx)
 
     def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
+        """Delete the ports in one transaction; wait for ovs-vswitchd once."""
         c = client(ctx)
         names = [s.args["name"] for s in steps]
-        if c.del_ports(names, if_exists=True) is not None:
-            c.wait_cfg(timeout=ctx.ovs_timeout)
+        if _call(ctx, c.del_ports, names, if_exists=True) is not None:
+            try:
+                _call(ctx, c.wait_cfg)
+            except OvsApplyError as exc:
+                raise HostError(ctx.port_id, "ovs del-port",
+                                f"removed from OVSDB, but {exc.problem}") from exc
 
     def verify(self, step: Step, ctx: HostContext) -> list[str]:
         spec = _spec(step)
-        state = client(ctx).port_state(spec.name)
-        if state is None:
-            return [f"OVS port {spec.name} is missing from {spec.bridge}"]
-        out = []
-        if state.get("bridge") != spec.bridge:
-            out.append(f"OVS port {spec.name} is on {state.get('bridge')}, recorded {spec.bridge}")
-        ext = state.get("external_ids") or {}
-        for k, v in spec.external_ids.items():
-            if ext.get(k) != v:
-                out.append(f"OVS port {spec.name}: external_ids:{k} is {ext.get(k)!r}, recorded {v!r}")
-        if state.get("mtu_request") != spec.mtu_request:
-            out.append(f"OVS port {spec.name}: mtu_request is {state.get('mtu_request')}, recorded {spec.mtu_request}")
-        if step.args.get("device_ready") and not (state.get("ofport") or 0) > 0:
+        state = _call(ctx, client(ctx).port_state, spec.name)
+        out = _drift(state, spec)
+        if state is not None and step.args.get("device_ready") and not _has_ofport(state):
             out.append(f"OVS port {spec.name} has no ofport ({state.get('error') or 'not applied'})")
         return out
 
 
-def _undo_for(c: OvsdbClient, spec: OvsPortSpec, before: dict | None) -> Callable[[], None]:
-    if before is None:
-        return lambda: c.del_ports([spec.name], if_exists=True)
-    old = OvsPortSpec(bridge=before["bridge"] or spec.bridge, name=spec.name, iface_type=before.get("type") or "",
-                      external_ids=dict(before.get("external_ids") or {}), mtu_request=before.get("mtu_request"),
-                      tag=before.get("tag"), options=dict(before.get("options") or {}))
-    return lambda: c.add_ports([old], may_exist=True)
+def _undo_for(c: OvsdbClient, ctx: HostContext, name: str, before: dict | None) -> Undo:
+    """Undo of one committed port: delete it, or restore what it was."""
+    def undo() -> None:
+        if before is None:
+            _call(ctx, c.del_ports, [name], if_exists=True)
+        else:
+            _raw_transact(c, ctx, lambda: _restore_ops(name, before), "restore-port", name)
+
+    return undo
 
 
-def _del_bridge(c: OvsdbClient, name: str) -> None:
-    """Remove a bridge vifwire created (rollback only)."""
-
-    def build() -> list[dict[str, Any]]:
-        br = c._idl.lookup("Bridge", name)
-        root = next(iter(c._idl.tables["Open_vSwitch"].rows.values()), None)
-        if br is None or root is None:
-            return []
-        return [{"op": "mutate", "table": "Open_vSwitch", "where": [["_uuid", "==", _uuid(root.uuid)]],
-                 "mutations": [["bridges", "delete", ["set", [_uuid(br.uuid)]]]]}]
-
-    with c._lock:
-        c._transact(build, "del-br", None, c._deadline(None))
+# --------------------------------------------------------------------------
+# plug --wait
 
 
 def wait_plugged(ctx: HostContext, names: list[str], timeout: float) -> dict[str, dict]:
-    """Block until OVS reports each port up with an ofport ("network-vif-plugged")."""
-    return client(ctx).wait_applied(names, timeout=timeout, fail_fast=False)
+    """Block until OVS reports every port with an ofport ("network-vif-plugged").
+
+    Returns ``{name: port_state}``.  On timeout raises :class:`HostError`
+    saying which ports are missing what (not in OVSDB, an ``error`` such as
+    the tap not existing yet, or ovs-vswitchd not having applied the change).
+    """
+    if not names:
+        return {}
+    c = client(ctx)
+    deadline = time.monotonic() + timeout
+    try:
+        return c.wait_applied(names, timeout=timeout, fail_fast=False)
+    except OvsApplyError as exc:
+        raise HostError(exc.failed[0] if len(exc.failed) == 1 else None, "plug --wait",
+                        f"not plugged after {timeout:g}s: {exc.problem}") from exc
+    except OvsdbUnavailable as exc:
+        left = max(0.0, deadline - time.monotonic())
+        raise HostError(None, "plug --wait", f"{exc.problem} ({left:.1f}s of the wait left)") from exc
 
 
 # ---------------------------------------------------------------------- gc
 
+
 def garbage(ctx: HostContext, owned: dict[str, set[str]]) -> list[dict[str, str]]:
+    """OVS ports carrying vifwire's owner mark that no record owns."""
     if not ctx.ovsdb:
         return []
     try:
-        ports = client(ctx).ports_with_external_id(OVS_OWNER_KEY)
+        ports = _call(ctx, client(ctx).ports_with_external_id, OVS_OWNER_KEY)
     except OvsdbError:
         return []  # no OVS here: nothing of ours can be in it
-    return [{"kind": "ovs_port", "name": n} for n in sorted(ports) if n not in owned["ovs_ports"]]
+    return [{"kind": "ovs_port", "name": n, "owner": (st or {}).get("external_ids", {}).get(OVS_OWNER_KEY, "")}
+            for n, st in sorted(ports.items()) if n not in owned["ovs_ports"]]
 
 
 def remove_garbage(ctx: HostContext, items: list[dict[str, str]]) -> None:
     c = client(ctx)
-    if c.del_ports([i["name"] for i in items], if_exists=True) is not None:
-        c.wait_cfg(timeout=ctx.ovs_timeout)
+    if _call(ctx, c.del_ports, [i["name"] for i in items], if_exists=True) is not None:
+        _call(ctx, c.wait_cfg)
 
 
 register("ovs_bridge", OvsBridgeHandler())

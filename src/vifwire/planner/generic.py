@@ -72,10 +72,14 @@ def _plan_libvirt(b: Binding, f: HostFacts, g: GuestOptions):
             name = names.derive("vhu", b.port_id)
             iface_type = "dpdkvhostuserclient" if spec.mode == "server" else "dpdkvhostuser"
             options = {"vhost-server-path": spec.socket} if spec.mode == "server" else {}
+            bridge = spec.bridge or "br-int"
+            # OVS-DPDK bridges are userspace (netdev) bridges, as os-vif makes them
+            steps = [Step(op="ovs_bridge", args={"name": bridge, "datapath_type": spec.datapath_type or "netdev"}),
+                     _ovs_port(b, bridge, name, spec.interface_id or b.port_id,
+                               iface_type=iface_type, options=options, isolate=False)]
             return ("ovs-vhostuser",
                     f"vhostuser_ovs_plug: OVS-DPDK port {iface_type} ({spec.mode} mode socket {spec.socket})",
-                    [_ovs_port(b, spec.bridge or "br-int", name, spec.interface_id or b.port_id,
-                               iface_type=iface_type, options=options, isolate=False)], None)
+                    steps, None)
         return ("vhostuser", "vhost-user socket owned by the back-end; nothing to wire on the host", [], None)
     if isinstance(spec, BridgeSpec):
         steps = []
