@@ -12,7 +12,10 @@ Prints the median over ``--runs`` runs as total ms and ms/port.  Kinds:
 ``internal`` (ovs-vswitchd creates a tap per port) and ``veth`` (veth pairs
 created beforehand with pyroute2, not timed; the host end is plugged).
 
-    sudo .venv/bin/python bench/ovsdb_micro.py [--n 200 1000] [--runs 3]
+    sudo .venv/bin/python bench/ovsdb_micro.py [--n 200 1000] [--runs 3] [--db-only]
+
+``--db-only`` SIGSTOPs ovs-vswitchd around add/del, timing just this client
+and ovsdb-server (the floor of this layer, free of kernel device work).
 """
 
 from __future__ import annotations
@@ -59,6 +62,27 @@ def _del_veths(ns: str, names: list[str]) -> None:
                 ipr.link("del", index=idx[0])
 
 
+def run_db_only(c: OvsdbClient, ovs: PrivateOVS, names: list[str], kind: str) -> dict[str, float]:
+    """add + del with ovs-vswitchd SIGSTOPped: this client + ovsdb-server only.
+
+    (On resume ovs-vswitchd sees the net result -- nothing -- so the runs do
+    not pay for tap creation/removal.)"""
+    itype = "internal" if kind == "internal" else ""
+    specs = [OvsPortSpec("br-int", n, itype, _ext(i), mtu_request=1450, tag=1)
+             for i, n in enumerate(names)]
+    ovs.pause_vswitchd()
+    try:
+        t0 = time.perf_counter()
+        c.add_ports(specs)
+        t1 = time.perf_counter()
+        c.del_ports(names)
+        t2 = time.perf_counter()
+    finally:
+        ovs.resume_vswitchd()
+    c.wait_cfg(timeout=1800)
+    return {"add": t1 - t0, "del": t2 - t1}
+
+
 def run_once(c: OvsdbClient, names: list[str], kind: str) -> dict[str, float]:
     itype = "internal" if kind == "internal" else ""
     specs = [OvsPortSpec("br-int", n, itype, _ext(i), mtu_request=1450, tag=1)
@@ -80,16 +104,18 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, nargs="+", default=[200, 1000])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--kind", nargs="+", default=["internal", "veth"], choices=["internal", "veth"])
+    ap.add_argument("--db-only", action="store_true",
+                    help="pause ovs-vswitchd: time only this client + ovsdb-server")
     args = ap.parse_args(argv)
+    keys = ("add", "del") if args.db_only else ("add", "applied", "del", "del-applied")
 
     with netns.sandbox("bench") as ns, PrivateOVS().start(ns) as ovs:
         ovs.add_bridge("br-int")
         t0 = time.perf_counter()
         c = OvsdbClient(ovs.endpoint, timeout=30)
         print(f"connect + initial sync: {(time.perf_counter() - t0) * 1e3:.1f} ms")
-        print(f"{'kind':9} {'N':>5} | " + " | ".join(
-            f"{k:>22}" for k in ("add", "applied", "del", "del-applied")))
-        print(f"{'':9} {'':>5} | " + " | ".join(f"{'total ms':>10} {'ms/port':>11}" for _ in range(4)))
+        print(f"{'kind':9} {'N':>5} | " + " | ".join(f"{k:>22}" for k in keys))
+        print(f"{'':9} {'':>5} | " + " | ".join(f"{'total ms':>10} {'ms/port':>11}" for _ in keys))
         for kind in args.kind:
             for n in args.n:
                 if kind == "veth":
@@ -97,12 +123,15 @@ def main(argv=None) -> int:
                 else:
                     names = [f"bti{i}" for i in range(n)]
                 try:
-                    runs = [run_once(c, names, kind) for _ in range(args.runs)]
+                    if args.db_only:
+                        runs = [run_db_only(c, ovs, names, kind) for _ in range(args.runs)]
+                    else:
+                        runs = [run_once(c, names, kind) for _ in range(args.runs)]
                 finally:
                     if kind == "veth":
                         _del_veths(ns, names)
                 cells = []
-                for k in ("add", "applied", "del", "del-applied"):
+                for k in keys:
                     med = statistics.median(r[k] for r in runs)
                     cells.append(f"{med * 1e3:>10.1f} {med * 1e3 / n:>11.3f}")
                 print(f"{kind:9} {n:>5} | " + " | ".join(cells), flush=True)

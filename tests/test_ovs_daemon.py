@@ -105,3 +105,19 @@ def test_reap_stale_stops_daemons_of_dead_owner():
             assert not os.path.exists(ovs.rundir)
         finally:
             ovs.stop()
+
+
+def test_persistent_outlives_reap_and_attach_stops_it():
+    with netns.sandbox("ovsd") as ns:
+        ovs = PrivateOVS(persistent=True).start(ns)
+        try:
+            assert ovs.rundir not in reap_stale()
+            assert ovs.alive("ovsdb-server") and ovs.alive("ovs-vswitchd")
+            again = PrivateOVS.attach(ovs.rundir)
+            assert again.pids == ovs.pids and again.netns == ns and again.persistent
+            pids = dict(again.pids)
+            again.stop()
+            assert not any(_alive(p) for p in pids.values())
+            assert not os.path.exists(ovs.rundir)
+        finally:
+            ovs.stop()

@@ -162,7 +162,7 @@ class OvsPortSpec:
 
 
 def _map(d: dict[str, str]) -> list:
-    return ["map", [[k, v] for k, v in sorted(d.items())]]
+    return ["map", [[k, v] for k, v in d.items()]]
 
 
 def _opt(v: Any) -> Any:

@@ -204,7 +204,7 @@ def reap_stale() -> list[str]:
         try:
             with open(os.path.join(d, "owner")) as f:
                 pid_s, start_s = f.read().split()[:2]
-            owner_pid = int(pid_s)
+            owner_pid = int(pid_s)  # "persistent" -> ValueError: skipped
         except (OSError, ValueError):
             continue
         if _alive(owner_pid) and _proc_starttime(owner_pid) == start_s:
@@ -244,12 +244,36 @@ class PrivateOVS:
     ``pids``      ``{"ovsdb-server": pid, "ovs-vswitchd": pid}``
     """
 
-    def __init__(self, *, keep_dir: bool = False):
-        self.keep_dir = keep_dir  # leave logs behind for debugging
+    def __init__(self, *, keep_dir: bool = False, persistent: bool = False):
+        """``keep_dir``: leave the private dir (logs, DB) behind after stop.
+
+        ``persistent``: the daemons outlive this process (for ``vifwire up
+        --sandbox``): no atexit stop, and :func:`reap_stale` leaves them
+        alone.  Stop them later with ``PrivateOVS.attach(rundir).stop()``.
+        """
+        self.keep_dir = keep_dir
+        self.persistent = persistent
         self.rundir: str | None = None
         self.netns: str | None = None
         self.pids: dict[str, int] = {}
         self._stopped = False
+
+    @classmethod
+    def attach(cls, rundir: str) -> PrivateOVS:
+        """Re-open a running private OVS from its directory (e.g. persistent)."""
+        if not os.path.isfile(os.path.join(rundir, "owner")):
+            raise OvsDaemonError(f"{rundir} is not a PrivateOVS directory")
+        self = cls()
+        self.rundir = rundir
+        with open(os.path.join(rundir, "owner")) as f:
+            parts = f.read().split()
+        self.netns = parts[2] if len(parts) > 2 else None
+        self.persistent = bool(parts) and parts[0] == "persistent"
+        for daemon in ("ovsdb-server", "ovs-vswitchd"):
+            pid = _read_pidfile(self._p(f"{daemon}.pid"))
+            if pid and _owned(pid, rundir):
+                self.pids[daemon] = pid
+        return self
 
     # ---- paths ----------------------------------------------------------
 
@@ -308,9 +332,12 @@ class PrivateOVS:
         self.rundir = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=TMP_ROOT)
         os.makedirs(self._p("etc"), exist_ok=True)
         with open(self._p("owner"), "w") as f:
-            f.write(f"{os.getpid()} {_proc_starttime(os.getpid())} {netns}\n")
+            if self.persistent:
+                f.write(f"persistent 0 {netns}\n")
+            else:
+                f.write(f"{os.getpid()} {_proc_starttime(os.getpid())} {netns}\n")
         with _live_lock:
-            _live.add(self)
+            _live.add(self)  # until start() succeeds, even when persistent
             if not _atexit_registered:
                 atexit.register(_stop_all_live)
                 _atexit_registered = True
@@ -323,6 +350,9 @@ class PrivateOVS:
         except BaseException:
             self.stop()
             raise
+        if self.persistent:
+            with _live_lock:
+                _live.discard(self)
         return self
 
     def start_ovsdb(self) -> int:
