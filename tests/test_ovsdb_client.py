@@ -362,3 +362,30 @@ def test_fast_json_parser_matches_stdlib_on_any_chunking():
         assert ovs.json.Parser is _FastJsonParser
     assert ovs.json.from_string("[1, 2]") == [1, 2]
     assert isinstance(ovs.json.from_string('{"a":'), str)  # error string, like ovs
+
+
+def test_bulk_states_raw_transact_and_del_bridge(ovs_client):
+    ns, ovs, c = ovs_client
+    c.ensure_bridge("br-tmp")
+    c.add_ports([OvsPortSpec("br-tmp", "tb1", "internal", _ext(1))])
+    states = c.port_states(["tb1", "nope"])
+    assert states["tb1"]["bridge"] == "br-tmp" and states["nope"] is None
+    assert c.del_bridge("br-tmp") is False  # tb1 is still on it
+    assert c.bridge_exists("br-tmp")
+
+    def build():
+        iu, _ = c.row("Interface", "tb1")
+        if iu is None:
+            return []
+        return [{"op": "mutate", "table": "Interface", "where": [["_uuid", "==", ["uuid", iu]]],
+                 "mutations": [["external_ids", "insert", ["map", [["raw", "yes"]]]]]}]
+
+    assert isinstance(c.transact(build, "raw", "tb1"), int)
+    assert c.port_state("tb1")["external_ids"]["raw"] == "yes"
+    c.del_ports(["tb1"])
+    assert c.del_bridge("br-tmp") is True
+    assert not c.bridge_exists("br-tmp") and c.del_bridge("br-tmp") is False
+    c.wait_cfg(T)
+    assert _link(ns, "br-tmp") is None
+    with pytest.raises(OvsdbError, match="raw"):
+        c.transact(lambda: [{"op": "insert", "table": "NoSuchTable", "row": {}}], "raw", "x")

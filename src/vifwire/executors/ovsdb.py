@@ -615,6 +615,71 @@ class OvsdbClient:
             self._sync(self._deadline(timeout), "read", name)
             return self._state(name)
 
+    def port_states(self, names: Iterable[str], *, timeout: float | None = None) -> dict[str, dict | None]:
+        """``{name: port_state(name)}`` for many ports from one replica sync."""
+        with self._lock:
+            names = list(names)
+            self._sync(self._deadline(timeout), "read", names[0] if len(names) == 1 else None)
+            return {n: self._state(n) for n in names}
+
+    def row(self, table: str, name: str) -> tuple[str, dict] | tuple[None, None]:
+        """``(uuid, raw row)`` of the Bridge/Port/Interface called ``name`` in
+        the replica (``(None, None)`` if absent).  The row is the JSON the
+        server sent (monitored columns only); do not modify it.  Meant for
+        ``build`` callbacks of :meth:`transact`."""
+        return self._row(table, name)
+
+    def transact(self, build: Callable[[], list[dict]], step: str, port: str | None = None,
+                 *, timeout: float | None = None, bump: bool = True) -> int | None:
+        """Commit raw OVSDB operations built from the current replica.
+
+        ``build()`` is called (under the client lock, after syncing) and
+        returns a list of OVSDB operations; an empty list sends nothing.  It is
+        called again from a fresh replica after transient failures (lost
+        connection, failed ``wait`` op, index conflict), so it must be
+        idempotent and read state only through :meth:`row` /
+        :meth:`port_state`-like calls made inside it.  ``bump`` adds
+        ``next_cfg += 1`` so :meth:`wait_cfg` can wait for ovs-vswitchd.
+        Returns the new ``next_cfg`` (None if nothing was sent).  Errors:
+        :class:`OvsdbError` (``step`` and ``port`` name it) /
+        :class:`OvsdbUnavailable`.
+        """
+        with self._lock:
+            return self._transact(build, step, port, self._deadline(timeout), bump=bump)
+
+    def del_bridge(self, name: str, *, only_if_unused: bool = True,
+                   timeout: float | None = None) -> bool:
+        """Remove bridge ``name``; returns True if it was removed.
+
+        With ``only_if_unused`` (default) the bridge is kept when any port
+        other than its own internal port is on it -- checked atomically in the
+        same transaction (a ``wait`` on ``Bridge.ports``).
+        """
+        removed = False
+
+        def build() -> list[dict]:
+            nonlocal removed
+            removed = False
+            bu, br = self._row("Bridge", name)
+            if bu is None:
+                return []
+            own = self._names["Port"].get(name)
+            ports = br["ports"]
+            if only_if_unused and any(u != own for u in _uuids(ports)):
+                return []
+            removed = True
+            where = [["_uuid", "==", _uuid(bu)]]
+            return [
+                {"op": "wait", "table": "Bridge", "where": where, "timeout": 0,
+                 "columns": ["ports"], "until": "==", "rows": [{"ports": ports}]},
+                {"op": "mutate", "table": "Open_vSwitch", "where": [],
+                 "mutations": [["bridges", "delete", ["set", [_uuid(bu)]]]]},
+            ]
+
+        with self._lock:
+            self._transact(build, "del-br", None, self._deadline(timeout))
+        return removed
+
     def ports_with_external_id(self, key: str, value: str | None = None,
                                *, timeout: float | None = None) -> dict[str, dict]:
         """``{name: port_state}`` for interfaces whose external_ids has ``key``
