@@ -33,9 +33,9 @@ def create(name: str) -> str:
     again before the error propagates, so a half-made sandbox never leaks.
     """
     fresh = not exists(name)
-    if fresh:
-        _netns.create(name)
     try:
+        if fresh:
+            _netns.create(name)
         from pyroute2 import IPRoute
 
         with IPRoute(netns=name) as ipr:
