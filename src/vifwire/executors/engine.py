@@ -15,6 +15,7 @@ record is committed).
 from __future__ import annotations
 
 import importlib
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -260,7 +261,7 @@ class Wiring:
 
     def garbage(self, attachments: Iterable[Attachment]) -> list[dict[str, str]]:
         """Things with vifwire's marks that no record owns (links, OVS ports, filters, routes)."""
-        owned: dict[str, set[str]] = {"links": set(), "ovs_ports": set(), "filters": set()}
+        owned: dict[str, set] = {"links": set(), "ovs_ports": set(), "filters": set(), "routes": set()}
         for a in attachments:
             for s in Plan.model_validate(a.plan).steps:
                 if s.op in _LINK_OPS or s.op == "veth":
@@ -273,6 +274,9 @@ class Wiring:
                     owned["filters"].add(s.args["ifname"])
                 elif s.op in ("routes", "sysctls", "proxy_ndp"):
                     owned["links"].add(s.args["dev"])
+                    if s.op == "routes":
+                        owned["routes"].update((s.args["dev"], str(ipaddress.ip_interface(x).ip))
+                                               for x in s.args["addresses"])
         found: list[dict[str, str]] = []
         for module in _GC_MODULES:
             mod = importlib.import_module(module)
@@ -306,10 +310,13 @@ def _attachment_row(a: Attachment) -> dict[str, Any]:
 
 
 def _with_mac(step: Step, plan: Plan) -> Step:
-    """Give device steps the port's MAC so removal can fall back to it (seed 000)."""
-    if step.op in ("tap", "veth") and not step.args.get("mac_fallback"):
-        if step.args.get("name") == plan.devname:
-            return Step(op=step.op, args={**step.args, "mac_fallback": plan.mac}, why=step.why)
+    """Give the port's veth the guest MAC as an unplug hint (seed 000).
+
+    The ``tin`` end carries the guest's MAC, so a pair named by an older
+    version is still found by MAC when its name is not there.
+    """
+    if step.op == "veth" and not step.args.get("mac") and step.args.get("name") == plan.devname:
+        return Step(op=step.op, args={**step.args, "mac": step.args.get("peer_mac") or plan.mac}, why=step.why)
     return step
 
 

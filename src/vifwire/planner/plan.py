@@ -25,8 +25,8 @@ Host step operations (``Step.op``) and their ``args``:
 ``proxy_ndp``    dev, addresses - IPv6 neighbour proxy entries
 ``antispoof``    ifname, mac, ipv4, ipv6, pairs, bridged - anti-spoofing filter
 
-At unplug time the engine adds ``mac_fallback`` (the port's MAC) to the
-port's own device step, so a device named by an older version can still be
+At unplug time the engine gives the port's veth step ``mac`` (the guest MAC) as a
+hint, so a pair named by an older version can still be
 found by MAC (seed 000).
 """
 
