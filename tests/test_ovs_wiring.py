@@ -570,3 +570,44 @@ def test_bulk_plug_and_unplug_one_transaction_each(host, monkeypatch):
     assert len(calls["del_ports"]) == 1 and set(calls["del_ports"][0]) == names, calls["del_ports"]
     assert not names & set(ovs.vsctl("list-ports", "br-int").split())
     assert not {n for n in link_names(ns) if n.startswith(("tap", "qbr", "qvb", "qvo"))}
+
+
+def test_cli_plug_wait(host, tmp_path, capsys):
+    """``vifwire plug --wait``: fails naming what is missing, then succeeds
+    once the tap (libvirt's, here a stand-in) exists."""
+    from vifwire.cli.main import main
+
+    ns, ovs, ctx, store = host
+    doc = port(pid(1, "a"))
+    f = tmp_path / "port.json"
+    f.write_text(json.dumps(doc))
+    argv = ["plug", str(f), "--netns", ns, "--ovsdb", ovs.endpoint, "--state", str(tmp_path / "cli.db"),
+            "--ovs-datapath", "netdev", "--json"]
+    tap = load_one(doc).devname
+
+    def run(args: list[str]) -> int:
+        try:
+            main(args)
+        except SystemExit as exc:
+            return exc.code or 0
+        return 0
+
+    assert run(argv + ["--wait", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "not plugged after 1s" in err and tap in err, err
+    with IPRoute(netns=ns) as ipr:  # what libvirt does when the guest starts
+        ipr.link("add", ifname=tap, kind="tuntap", mode="tap")
+        ipr.link("set", index=ipr.link_lookup(ifname=tap)[0], state="up")
+    try:
+        assert run(argv + ["--wait", str(T)]) == 0
+        out = capsys.readouterr().out
+        assert json.loads(out)[0]["ok"] is True
+        assert iface(ovs, tap)["ofport"] > 0
+        assert run(["unplug", "--all", "--netns", ns, "--ovsdb", ovs.endpoint,
+                    "--state", str(tmp_path / "cli.db")]) == 0
+        assert iface(ovs, tap) is None
+    finally:
+        with IPRoute(netns=ns) as ipr:
+            idx = ipr.link_lookup(ifname=tap)
+            if idx:
+                ipr.link("del", index=idx[0])
