@@ -281,20 +281,23 @@ def main(argv: list[str] | None = None) -> int:
     big, small = max(args.sizes), min(args.sizes)
     for kind in kinds:
         print(f"\n{kind.name}" + (f"  ({kind.note})" if kind.note else ""))
-        print(f"  {'IPv6':>4} {'N':>5} {'plug ms/VIF':>12} {'ip -batch':>10} {'ratio':>6} {'unplug ms/VIF':>14} "
+        print(f"  {'IPv6':>4} {'N':>5} {'plug ms/VIF':>12} {'ip -batch':>10} {'ratio':>6} {'r/round':>7} {'unplug ms/VIF':>14} "
               f"{'ip unplug':>10} {'bulk unplug s':>14} {'ip bulk s':>10}")
         for v6 in args.ipv6:
             for n in args.sizes:
                 r = results[(v6, kind.name, n)]
+                per_round = med(p / f for p, f in zip(r.plug, r.floor))
                 print(f"  {v6:>4} {n:>5} {med(r.plug):>12.3f} {med(r.floor):>10.3f} "
-                      f"{med(r.plug) / med(r.floor):>6.2f} {med(r.unplug):>14.2f} {med(r.unplug_floor):>10.2f} "
+                      f"{med(r.plug) / med(r.floor):>6.2f} {per_round:>7.2f} {med(r.unplug):>14.2f} "
+                      f"{med(r.unplug_floor):>10.2f} "
                       f"{med(r.bulk):>14.3f} {med(r.bulk_floor):>10.3f}")
             if big != small:
                 rb, rs = results[(v6, kind.name, big)], results[(v6, kind.name, small)]
                 print(f"  {v6:>4} per-VIF plug cost N={big} vs N={small}: {med(rb.plug) / med(rs.plug):.2f}x "
                       f"(ip -batch: {med(rb.floor) / med(rs.floor):.2f}x)")
-    print(f"\nmedians of {args.rounds} rounds; unplug = sample of {args.unplug_sample} VIFs removed one by one;"
-          " IPv6 = autoconf in the sandbox namespace")
+    print(f"\nmedians of {args.rounds} rounds; ratio = median plug / median floor; r/round = median of the"
+          " per-round ratios (vifwire and ip measured back to back); unplug = sample of"
+          f" {args.unplug_sample} VIFs removed one by one; IPv6 = autoconf in the sandbox namespace")
     return 0
 
 

@@ -258,6 +258,12 @@ def test_bridge_lifecycle(ctx, ipr, ns):
     assert verify(s, ctx) == ["br5a: mtu is 1400, recorded 1450"]
     ipr.link("set", index=br["index"], kind="bridge", br_stp_state=1)
     assert "br5a: STP is on, recorded off" in verify(s, ctx)
+    fix = apply(s, ctx)  # repairs MTU and STP; its undo puts both back
+    br = link(ipr, "br5a")
+    assert (br["mtu"], br["data"]["IFLA_BR_STP_STATE"]) == (1450, 0) and verify(s, ctx) == []
+    fix()
+    br = link(ipr, "br5a")
+    assert (br["mtu"], br["data"]["IFLA_BR_STP_STATE"]) == (1400, 1)
     undo()
     assert link(ipr, "br5a") is None
     apply(s, ctx)

@@ -1024,6 +1024,18 @@ def _bridge_body(name: str, mtu: int | None) -> bytes:
     return _ifi() + attrs
 
 
+def _set_bridge_opts(ch: Channel, index: int, forward_delay: int, stp: int) -> None:
+    # With STP on the kernel only accepts forward delays of 2-30 s, and it
+    # applies IFLA_BR_FORWARD_DELAY before IFLA_BR_STP_STATE: STP goes off
+    # first, or on last.
+    def send(kind: int, value: int) -> None:
+        ch.request(RTM_NEWLINK, 0, _ifi(index) + _attr(
+            IFLA_LINKINFO, _str(IFLA_INFO_KIND, "bridge") + _attr(IFLA_INFO_DATA, _u32(kind, value))))
+    order = [(IFLA_BR_FORWARD_DELAY, forward_delay), (IFLA_BR_STP_STATE, stp)]
+    for kind, value in (order if stp else order[::-1]):
+        send(kind, value)
+
+
 class BridgeHandler:
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
         a = step.args
@@ -1063,11 +1075,18 @@ class BridgeHandler:
         try:
             if link.alias == VIFWIRE_ALIAS:
                 # ours (e.g. left by a crash): make it exactly as planned
-                undo = _fix_link(ch, link, mtu)
-                if link.info_u32(IFLA_BR_STP_STATE) or link.info_u32(IFLA_BR_FORWARD_DELAY):
-                    data = _u32(IFLA_BR_FORWARD_DELAY, 0) + _u32(IFLA_BR_STP_STATE, 0)
-                    ch.request(RTM_NEWLINK, 0, _ifi(link.index) + _attr(
-                        IFLA_LINKINFO, _str(IFLA_INFO_KIND, "bridge") + _attr(IFLA_INFO_DATA, data)))
+                undos = [_fix_link(ch, link, mtu)]
+                stp, fwd = link.info_u32(IFLA_BR_STP_STATE) or 0, link.info_u32(IFLA_BR_FORWARD_DELAY) or 0
+                if stp or fwd:
+                    _set_bridge_opts(ch, link.index, 0, 0)
+                    undos.append(lambda: _set_bridge_opts(ch, link.index, fwd, stp))
+                undos = [u for u in undos if u]
+                if not undos:
+                    return None
+
+                def undo() -> None:
+                    for fn in reversed(undos):
+                        fn()
                 return undo
             # somebody else's bridge: only make sure it is up
             return _fix_link(ch, link)
