@@ -58,3 +58,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+import vifwire.executors  # noqa: E402,F401  (raises pyroute2's namespace helper timeout)

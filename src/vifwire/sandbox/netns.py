@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+import subprocess
 from collections.abc import Iterator
 
-from pyroute2 import netns as _netns
-
 PREFIX = "vw-"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def unique_name(tag: str = "sb") -> str:
@@ -23,25 +24,30 @@ def unique_name(tag: str = "sb") -> str:
 
 
 def exists(name: str) -> bool:
-    return name in _netns.listnetns()
+    return os.path.exists(netns_path(name))
+
+
+def _valid(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a namespace name vifwire makes or accepts")
+    return name
 
 
 def create(name: str) -> str:
     """Create namespace ``name`` with loopback up; idempotent.
 
-    If anything after the namespace exists fails, the namespace is removed
-    again before the error propagates, so a half-made sandbox never leaks.
+    This is sandbox/test plumbing, not the plug path, so it uses iproute2
+    (fixed argv, validated name, no shell): pyroute2's namespace creation
+    forks a helper with a 2 s reply timeout that fires on a loaded machine.
+    If anything fails half-way the namespace is removed again, so a
+    half-made sandbox never leaks.
     """
+    _valid(name)
     fresh = not exists(name)
     try:
         if fresh:
-            _netns.create(name)
-        from pyroute2 import IPRoute
-
-        with IPRoute(netns=name) as ipr:
-            idx = ipr.link_lookup(ifname="lo")
-            if idx:
-                ipr.link("set", index=idx[0], state="up")
+            _ip("netns", "add", name)
+        _ip("-n", name, "link", "set", "lo", "up")
     except BaseException:
         if fresh:
             remove(name)
@@ -51,9 +57,16 @@ def create(name: str) -> str:
 
 def remove(name: str) -> None:
     """Remove namespace ``name`` if it exists (never fails on absence)."""
+    _valid(name)
     if exists(name):
-        with contextlib.suppress(FileNotFoundError):
-            _netns.remove(name)
+        subprocess.run(["ip", "netns", "delete", name], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60, check=False)
+
+
+def _ip(*argv: str) -> None:
+    res = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise OSError(f"ip {' '.join(argv)}: {res.stderr.strip()}")
 
 
 @contextlib.contextmanager
