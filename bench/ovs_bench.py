@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -268,6 +269,14 @@ def main() -> int:
     ap.add_argument("--no-osvif", action="store_true", help="skip os-vif (no venv needed)")
     ap.add_argument("--json", metavar="PATH", help="also write the raw results here")
     args = ap.parse_args()
+    main_pid = os.getpid()
+
+    def interrupted(*_):  # SIGTERM (e.g. a background run being stopped): clean up as for ^C
+        if os.getpid() != main_pid:
+            os._exit(143)  # a forked helper (pyroute2's netns socket maker): never run our cleanup
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
     if os.geteuid() != 0:
         print("needs root (network namespaces, a private OVS)", file=sys.stderr)
         return 2

@@ -452,8 +452,8 @@ def test_vswitchd_stopped_during_plug(host, ovs_seconds):
     assert all(r.ok for r in Wiring(ctx, store).plug(its))
 
 
-def test_port_ovs_cannot_open_fails_and_rolls_back(host):
-    """A device_ready port that ovs-vswitchd reports an error for fails its plug."""
+def test_ovsdb_refusing_a_port_fails_it_and_rolls_back(host):
+    """OVSDB refuses the port (its interface name is taken): the plug fails cleanly."""
     ns, ovs, ctx, store = host
     its = items(port(pid(1, "b")), lxd())
     before = _state(ns, ovs, store)
@@ -465,6 +465,29 @@ def test_port_ovs_cannot_open_fails_and_rolls_back(host):
         assert not res.ok and other in res.error, res.error
     finally:
         ovs.vsctl("del-port", "br-int", "decoy")
+    assert _state(ns, ovs, store) == before
+
+
+def test_interface_error_fails_that_port_at_once(host, ovs_seconds):
+    """ovs-vswitchd cannot open a port's device (gone between the kernel step and
+    OVS): that port fails at once with OVS's error; the rest of the batch plugs."""
+    ns, ovs, ctx, store = host
+    its = [it for i in range(3) for it in items(
+        port(pid(i, "x"), ip=f"10.95.7.{i + 1}", mac=f"fa:16:3e:95:07:{i:02x}"), lxd())]
+    victim = its[0][0]
+    before = _state(ns, ovs, store)
+
+    def sabotage(port_id):
+        if port_id == victim.port_id:  # after its kernel steps, before OVS
+            with IPRoute(netns=ns) as ipr:
+                ipr.link("del", index=ipr.link_lookup(ifname=victim.devname)[0])
+
+    results = Wiring(ctx, store, progress=sabotage).plug(its)
+    assert [r.ok for r in results] == [False, True, True], [r.error for r in results]
+    assert victim.devname in results[0].error and "No such device" in results[0].error, results[0].error
+    assert ovs_seconds[0] < T / 2, "an interface error must not wait for the timeout"
+    assert iface(ovs, victim.devname) is None and store.get(victim.port_id) is None
+    assert Wiring(ctx, store).unplug(store.all()) == []
     assert _state(ns, ovs, store) == before
 
 

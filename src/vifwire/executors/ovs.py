@@ -340,7 +340,7 @@ class OvsPortHandler:
             if waited:
                 _call(ctx, c.wait_applied, waited, fail_fast=not recheck)
             else:
-                _call(ctx, c.wait_cfg)
+                _call(ctx, c.wait_cfg, cfg=target)
         except OvsApplyError as exc:
             # ovs-vswitchd behind (stopped, hung): nothing of the batch is
             # known to be applied, so every committed port fails; otherwise
@@ -423,9 +423,10 @@ class OvsPortHandler:
         """Delete the ports in one transaction; wait for ovs-vswitchd once."""
         c = client(ctx)
         names = [s.args["name"] for s in steps]
-        if _call(ctx, c.del_ports, names, if_exists=True) is not None:
+        cfg = _call(ctx, c.del_ports, names, if_exists=True)
+        if cfg is not None:
             try:
-                _call(ctx, c.wait_cfg)
+                _call(ctx, c.wait_cfg, cfg=cfg)
             except OvsApplyError as exc:
                 raise HostError(ctx.port_id, "ovs del-port",
                                 f"removed from OVSDB, but {exc.problem}") from exc
@@ -492,8 +493,9 @@ def garbage(ctx: HostContext, owned: dict[str, set[str]]) -> list[dict[str, str]
 
 def remove_garbage(ctx: HostContext, items: list[dict[str, str]]) -> None:
     c = client(ctx)
-    if _call(ctx, c.del_ports, [i["name"] for i in items], if_exists=True) is not None:
-        _call(ctx, c.wait_cfg)
+    cfg = _call(ctx, c.del_ports, [i["name"] for i in items], if_exists=True)
+    if cfg is not None:
+        _call(ctx, c.wait_cfg, cfg=cfg)
 
 
 register("ovs_bridge", OvsBridgeHandler())
