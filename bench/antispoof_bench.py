@@ -28,18 +28,8 @@ from vifwire.executors.nft import Nft
 from vifwire.sandbox import netns
 
 
-@contextlib.contextmanager
-def sandbox(tag: str):
-    """netns.sandbox, but also cleaned up if creating the namespace fails half-way."""
-    name = netns.unique_name(tag)
-    try:
-        netns.create(name)
-        yield name
-    finally:
-        with contextlib.suppress(Exception):
-            netns.remove(name)
-        if os.path.lexists(netns.netns_path(name)):
-            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+#: namespaces that are removed even when their creation fails half-way
+sandbox = netns.sandbox
 
 
 def port(i: int, bridged: bool = False) -> PortFilter:

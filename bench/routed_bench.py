@@ -60,18 +60,8 @@ BEGIN, END = "<!-- bench:routed begin -->", "<!-- bench:routed end -->"
 OPS = ("tap", "antispoof", "sysctls", "routes", "proxy_ndp")
 
 
-@contextlib.contextmanager
-def sandbox(tag: str):
-    """netns.sandbox, but also cleaned up if creating the namespace fails half-way."""
-    name = netns.unique_name(tag)
-    try:
-        netns.create(name)
-        yield name
-    finally:
-        with contextlib.suppress(Exception):
-            netns.remove(name)
-        if os.path.lexists(netns.netns_path(name)):
-            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+#: namespaces that are removed even when their creation fails half-way
+sandbox = netns.sandbox
 
 
 def port(i: int) -> dict:

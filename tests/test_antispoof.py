@@ -84,22 +84,8 @@ def in_ns(ns: str, fn, *args):
     return box.get("value")
 
 
-@contextlib.contextmanager
-def sandbox(tag: str):
-    """``netns.sandbox`` that also removes the namespace when its creation
-    fails half-way (pyroute2 creates it from a forked helper that can time
-    out on a loaded host after the /var/run/netns entry exists)."""
-    name = netns.unique_name(tag)
-    try:
-        netns.create(name)
-        yield name
-    finally:
-        with contextlib.suppress(Exception):
-            netns.remove(name)
-        if os.path.lexists(netns.netns_path(name)):
-            import subprocess
-
-            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+#: namespaces that are removed even when their creation fails half-way
+sandbox = netns.sandbox
 
 
 def sysctl(ns: str, path: str, value: str) -> None:

@@ -147,20 +147,8 @@ def wait_ipv6_ready(ns: str, ifname: str, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-@contextlib.contextmanager
-def sandbox(tag: str):
-    """``netns.sandbox`` that also removes the namespace when creating it fails
-    half-way (pyroute2 creates it from a forked helper that can time out on a
-    loaded host after the /var/run/netns entry exists)."""
-    name = netns.unique_name(tag)
-    try:
-        netns.create(name)
-        yield name
-    finally:
-        with contextlib.suppress(Exception):
-            netns.remove(name)
-        if os.path.lexists(netns.netns_path(name)):
-            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+#: namespaces that are removed even when their creation fails half-way
+sandbox = netns.sandbox
 
 
 def give_guest_mac(ns: str, ifname: str, mac: str) -> None:
