@@ -197,6 +197,23 @@ def test_veth_lifecycle(ctx, ipr):
     remove(s, ctx)
 
 
+def test_veth_peer_mac(ctx, ipr, guest):
+    s = step("veth", name="tap1b", peer="tin1b", mtu=None, peer_mac=MAC)
+    apply(s, ctx)
+    assert link(ipr, "tin1b")["mac"] == MAC and link(ipr, "tap1b")["mac"] != MAC
+    assert verify(s, ctx) == []
+    ipr.link("set", index=link(ipr, "tin1b")["index"], address="fa:16:3e:00:00:07")
+    assert verify(s, ctx) == [f"tin1b: mac is fa:16:3e:00:00:07, recorded {MAC}"]
+    fix = apply(s, ctx)
+    assert link(ipr, "tin1b")["mac"] == MAC
+    fix()
+    assert link(ipr, "tin1b")["mac"] == "fa:16:3e:00:00:07"
+    g = step("veth", name="tap1c", peer="tin1c", mtu=None, peer_netns=guest, peer_mac=MAC)
+    apply(g, ctx)
+    with IPRoute(netns=guest, flags=0) as gi:
+        assert link(gi, "tin1c")["mac"] == MAC
+
+
 def test_veth_peer_created_in_guest_namespace_and_pings(ctx, ipr, ns, guest):
     s = step("veth", name="tap2a", peer="tin2a", mtu=1400, peer_netns=guest)
     undo = apply(s, ctx)

@@ -945,7 +945,7 @@ class VethHandler:
             host = ch.get_link(name)
             if host is not None:
                 if self._is_wanted(ch, pns, host, peer):
-                    return self._fix_existing(ch, pns, host, peer, mtu)
+                    return self._fix_existing(ch, host, mtu, guest_mac)
                 ch.del_link(name)
             else:
                 ch.del_link(peer, nsid=pns.nsid)  # a leftover tin, perhaps in the guest
@@ -972,14 +972,14 @@ class VethHandler:
         return other is not None and other.name == peer
 
     @staticmethod
-    def _fix_existing(ch: Channel, pns: _PeerNs, host: Link, peer: str, mtu: int | None) -> Undo | None:
+    def _fix_existing(ch: Channel, host: Link, mtu: int | None, peer_mac: str | None) -> Undo | None:
         undos = [_fix_link(ch, host, mtu)]
         if host.link_netnsid is None:
             # the peer is here too (the guest end in another namespace is the
-            # guest's business once created; it was created up)
+            # guest's business once created; it was created up, with its MAC)
             other = ch.get_link(index=host.link)
             if other is not None:
-                undos.append(_fix_link(ch, other, mtu))
+                undos.append(_fix_link(ch, other, mtu, peer_mac))
         undos = [u for u in undos if u]
         if not undos:
             return None
@@ -1007,7 +1007,7 @@ class VethHandler:
             if other is not None and other.name != a["peer"]:
                 out.append(f"{a['name']}: peer is {other.name}, recorded {a['peer']}")
             elif other is not None:
-                out += _link_drift(other, a["peer"], None, _mtu_of(a))
+                out += _link_drift(other, a["peer"], None, _mtu_of(a), a.get("peer_mac"))
         return out
 
 
