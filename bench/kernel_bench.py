@@ -190,7 +190,7 @@ def _sandbox():
             cm = netns.sandbox("kb")
             ns = cm.__enter__()
             break
-        except TimeoutError:
+        except (TimeoutError, OSError, subprocess.TimeoutExpired):  # sandbox cleans up after itself
             if attempt == 4:
                 raise
             time.sleep(2)

@@ -8,7 +8,7 @@ How it talks to the kernel
 --------------------------
 One long-lived pyroute2 :class:`~pyroute2.IPRoute` per namespace, kept in the
 :class:`~vifwire.executors.base.HostContext` under ``"ipr:<netns>"``
-(``"ipr:"`` for the current one). pyroute2 opens that socket inside the target
+(``"ipr:"`` for the current one), on a socket opened inside the target
 namespace; the requests that sit on the plug/unplug path are then encoded here
 (a few ``struct.pack`` calls) and exchanged directly on that socket, because
 pyroute2's generic request machinery costs 0.2-0.4 ms per call, more than the
@@ -256,14 +256,29 @@ class Link:
 # the per-namespace netlink channel
 
 
-def _open_ipr(netns: str | None):
+def _netlink_socket_fd() -> int:
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE).detach()
+
+
+def _open_ipr(ctx: HostContext):
+    """pyroute2 IPRoute on a socket of the target namespace.
+
+    groups=0: no multicast subscriptions (nothing but our replies arrives).
+    For another namespace the socket is opened by the namespace's helper
+    thread (a netlink socket belongs to the namespace it was created in) and
+    handed to IPRoute as ``fileno``: no helper process is forked, unlike
+    ``IPRoute(netns=...)``, which also creates the namespace if it is missing.
+    """
     from pyroute2 import IPRoute
 
-    # groups=0: no multicast subscriptions (nothing but our replies arrives);
-    # flags=0: never create the namespace if it does not exist.
-    if netns is None:
+    if ctx.netns is None:
         return IPRoute(groups=0, ext_ack=True)
-    return IPRoute(netns=netns, groups=0, ext_ack=True, flags=0)
+    fd = worker(ctx).call(_netlink_socket_fd)
+    try:
+        return IPRoute(fileno=fd, groups=0, ext_ack=True)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class Channel:
@@ -675,7 +690,7 @@ def ipr(ctx: HostContext) -> Any:
     key = "ipr:" + _key(ctx)
     if key not in ctx._cache:
         _check_netns(ctx)
-    return ctx.get(key, lambda: _open_ipr(ctx.netns))
+    return ctx.get(key, lambda: _open_ipr(ctx))
 
 
 def channel(ctx: HostContext) -> Channel:
