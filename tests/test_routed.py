@@ -551,8 +551,7 @@ def test_gc_finds_routes_no_attachment_owns(env):
     env.vm.close()
     env.store.delete([VM.port_id])
     found = w.garbage(env.store.all())
-    if not hasattr(K, "garbage") or not _kernel_gc_reports_routes(found):
-        pytest.xfail("vifwire.executors.kernel has no route gc yet (kernel.garbage; see docs/routed.md)")
+    assert _kernel_gc_reports_routes(found), found
     text = json.dumps(found)
     for addr in (VM.ip4, VM.ip6, stray):
         assert addr in text, (addr, found)
