@@ -356,14 +356,18 @@ class OvsPortHandler:
             for i in committed + recheck:
                 failed[i] = exc.problem
 
+        undo_error = None
         if failed:
-            self._undo_many(c, ctx, [(specs[i].name, before[specs[i].name]) for i in failed if i in committed])
+            undo_error = self._undo_many(
+                c, ctx, [(specs[i].name, before[specs[i].name]) for i in failed if i in committed])
         for i in committed:
             if i not in failed:
                 results[i] = _undo_for(c, ctx, specs[i].name, before[specs[i].name])
         for i, why in failed.items():
-            results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {specs[i].name}",
-                                   f"OVS did not set the port up: {why}")
+            problem = f"OVS did not set the port up: {why}"
+            if undo_error and i in committed:
+                problem += f"; rollback incomplete, the port may remain in OVSDB ({undo_error})"
+            results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {specs[i].name}", problem)
         return results
 
     def _commit(self, c: OvsdbClient, ctx: HostContext, steps: list[Step], specs: list[OvsPortSpec],
@@ -403,8 +407,11 @@ class OvsPortHandler:
         return committed, target
 
     @staticmethod
-    def _undo_many(c: OvsdbClient, ctx: HostContext, items: list[tuple[str, dict | None]]) -> None:
-        """Take back many ports in one transaction (no wait for ovs-vswitchd)."""
+    def _undo_many(c: OvsdbClient, ctx: HostContext, items: list[tuple[str, dict | None]]) -> str | None:
+        """Take back many ports in one transaction (no wait for ovs-vswitchd).
+
+        Returns why that failed (e.g. ovsdb-server gone), None if it worked.
+        """
         new = [n for n, b in items if b is None]
         old = [(n, b) for n, b in items if b is not None]
         try:
@@ -413,8 +420,9 @@ class OvsPortHandler:
             if old:
                 _raw_transact(c, ctx, lambda: [op for n, b in old for op in _restore_ops(n, b)],
                               "restore-port", None)
-        except HostError:
-            pass  # the port's own error is what gets reported
+        except HostError as exc:
+            return exc.problem
+        return None
 
     def remove(self, step: Step, ctx: HostContext) -> None:
         self.remove_bulk([step], ctx)
