@@ -452,6 +452,25 @@ def test_vswitchd_stopped_during_plug(host, ovs_seconds):
     assert all(r.ok for r in Wiring(ctx, store).plug(its))
 
 
+def test_vswitchd_stopped_during_unplug(host):
+    """OVSDB is cleaned at once; the unplug says ovs-vswitchd did not confirm."""
+    ns, ovs, ctx, store = host
+    its = items(port(pid(1, "t"), {"ovs_hybrid_plug": True}), lxd())
+    [res] = Wiring(ctx, store).plug(its)
+    assert res.ok, res.error
+    name = ovs_port_of(its[0][1])["name"]
+    ctx.ovs_timeout = 1.5
+    ovs.pause_vswitchd()
+    try:
+        problems = Wiring(ctx, store).unplug(store.all())
+        assert problems and "removed from OVSDB, but" in problems[0], problems
+        assert iface(ovs, name) is None and store.all() == []
+        assert not set(its[0][1].devices()) & link_names(ns)
+    finally:
+        ovs.resume_vswitchd()
+    ovs_exec.client(ctx).wait_cfg(timeout=T)
+
+
 def test_ovsdb_refusing_a_port_fails_it_and_rolls_back(host):
     """OVSDB refuses the port (its interface name is taken): the plug fails cleanly."""
     ns, ovs, ctx, store = host
@@ -591,6 +610,9 @@ def test_bulk_plug_and_unplug_one_transaction_each(host, monkeypatch):
     assert names <= set(ovs.vsctl("list-ports", "br-int").split())
     assert Wiring(ctx, store).unplug(store.all()) == []
     assert len(calls["del_ports"]) == 1 and set(calls["del_ports"][0]) == names, calls["del_ports"]
+    # unplug returned only once ovs-vswitchd had applied the removal
+    nxt, cur = (int(x) for x in ovs.vsctl("get", "Open_vSwitch", ".", "next_cfg", "cur_cfg").split())
+    assert cur >= nxt, (nxt, cur)
     assert not names & set(ovs.vsctl("list-ports", "br-int").split())
     assert not {n for n in link_names(ns) if n.startswith(("tap", "qbr", "qvb", "qvo"))}
 

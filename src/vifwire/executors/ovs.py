@@ -267,10 +267,10 @@ class OvsBridgeHandler:
         return results
 
     def remove(self, step: Step, ctx: HostContext) -> None:
-        return None
+        finish_unplug(ctx)  # the bridge itself stays: shared infrastructure
 
     def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
-        return None
+        finish_unplug(ctx)
 
     def verify(self, step: Step, ctx: HostContext) -> list[str]:
         if not _call(ctx, client(ctx).bridge_exists, step.args["name"]):
@@ -428,16 +428,23 @@ class OvsPortHandler:
         self.remove_bulk([step], ctx)
 
     def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
-        """Delete the ports in one transaction; wait for ovs-vswitchd once."""
+        """Delete the ports in one transaction; wait for ovs-vswitchd once.
+
+        With :data:`OVERLAP_UNPLUG` the wait is left to the plan's
+        ``ovs_bridge`` step, which the engine removes *after* the kernel
+        devices (see :func:`finish_unplug`), so that ovs-vswitchd closing the
+        ports and the kernel deleting the devices run at the same time.
+        """
         c = client(ctx)
         names = [s.args["name"] for s in steps]
         cfg = _call(ctx, c.del_ports, names, if_exists=True)
-        if cfg is not None:
-            try:
-                _call(ctx, c.wait_cfg, cfg=cfg)
-            except OvsApplyError as exc:
-                raise HostError(ctx.port_id, "ovs del-port",
-                                f"removed from OVSDB, but {exc.problem}") from exc
+        if cfg is None:
+            return
+        if OVERLAP_UNPLUG:
+            pending = ctx.get(_PENDING_KEY, _PendingWait)
+            pending.expect(ctx, cfg)
+            return
+        _wait_removed(ctx, c, cfg)
 
     def verify(self, step: Step, ctx: HostContext) -> list[str]:
         spec = _spec(step)
@@ -446,6 +453,55 @@ class OvsPortHandler:
         if state is not None and step.args.get("device_ready") and not _has_ofport(state):
             out.append(f"OVS port {spec.name} has no ofport ({state.get('error') or 'not applied'})")
         return out
+
+
+#: Unplug: commit the port removal, let the kernel devices go while
+#: ovs-vswitchd works through it, then wait (see OvsPortHandler.remove_bulk).
+#: Both sides mostly wait for RCU grace periods (ovs-vswitchd's AF_PACKET
+#: closes, the kernel's unregistering), which overlap.
+OVERLAP_UNPLUG = True
+_PENDING_KEY = "ovs-unplug-pending"
+
+
+def _wait_removed(ctx: HostContext, c: OvsdbClient, cfg: int) -> None:
+    try:
+        _call(ctx, c.wait_cfg, cfg=cfg)
+    except OvsApplyError as exc:
+        raise HostError(ctx.port_id, "ovs del-port", f"removed from OVSDB, but {exc.problem}") from exc
+
+
+class _PendingWait:
+    """The ``next_cfg`` an overlapped unplug still has to wait for.
+
+    Kept in the HostContext; waited for by :func:`finish_unplug` (the
+    ``ovs_bridge`` step's removal, which comes after the devices) or, if no
+    such step followed (older records), when the context is closed.
+    """
+
+    def __init__(self) -> None:
+        self.cfg: int | None = None
+        self.ctx: HostContext | None = None
+
+    def expect(self, ctx: HostContext, cfg: int) -> None:
+        self.ctx, self.cfg = ctx, max(cfg, self.cfg or 0)
+
+    def finish(self) -> None:
+        cfg, ctx, self.cfg = self.cfg, self.ctx, None
+        if cfg is not None and ctx is not None:
+            _wait_removed(ctx, client(ctx), cfg)
+
+    def close(self) -> None:  # HostContext.close(): before the client (newer entry)
+        try:
+            self.finish()
+        except HostError:
+            pass  # OVSDB is already right; only ovs-vswitchd's confirmation is missing
+
+
+def finish_unplug(ctx: HostContext) -> None:
+    """Wait for ovs-vswitchd to have removed the ports an unplug deleted."""
+    pending = ctx._cache.get(_PENDING_KEY)
+    if pending is not None:
+        pending.finish()
 
 
 def _undo_for(c: OvsdbClient, ctx: HostContext, name: str, before: dict | None) -> Undo:
