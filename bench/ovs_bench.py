@@ -310,6 +310,9 @@ def main() -> int:
                                 print(f"  ! {c} left {len(left)} thing(s) behind, e.g. {left[:3]}", file=sys.stderr)
                                 cleanup(ns, ovs)
                             raw.setdefault(f"{n}/{kind}/{c}", []).append(res)
+                            if args.json:  # as we go: a stopped run keeps what it measured
+                                with open(args.json, "w") as f:
+                                    json.dump(raw, f, indent=1)
                             print(f"  N={n} {kind:6} {c:8} round {r + 1}: plug {res[0] * 1000 / n:7.2f} "
                                   f"unplug {res[1] * 1000 / n:7.2f} ms/port", file=sys.stderr, flush=True)
         finally:
