@@ -60,3 +60,10 @@ class HostError(VifwireError):
 
     def line(self) -> str:
         return f"port {self.port}: {self.step}: {self.problem}"
+
+
+class UsageError(VifwireError):
+    """The call itself cannot be served as asked (exit code 2): a namespace
+    that does not exist, nothing named to unplug. One line, no port."""
+
+    exit_code = 2

@@ -4,22 +4,25 @@ Exit codes: 0 success, 2 invalid input, 3 drift found by ``check``, 1 anything
 else. Messages go to stderr, one line per problem; a traceback is never shown
 (set ``VIFWIRE_DEBUG=1`` to see one).
 
-Imports are kept lazy so ``vifwire render`` starts fast.
+The command modules (offline, wiring, up) are thin: they parse options, call
+:class:`vifwire.service.WiringService` (or the pure planner/renderers) and
+format its results. Imports are kept lazy so ``vifwire render`` starts fast.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 import click
 
-from vifwire.cli import options as opt
+from vifwire.cli import offline, up, wiring
+from vifwire.cli.common import verbose_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="vifwire")
+@verbose_options
 def cli() -> None:
     """vifwire wires the network interfaces (VIFs) of VMs and containers into the host.
 
@@ -45,6 +48,7 @@ def cli() -> None:
 
     \b
     Exit codes: 0 ok, 2 invalid input, 3 drift (check), 1 other failure.
+    -v/--verbose (repeatable) and --log-level work on every command.
     """
 
 
@@ -79,107 +83,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-def _load(file: Any):
-    from vifwire.model.loader import load_text
-
-    text = opt.read_input(file)
-    return load_text(text, origin=getattr(file, "name", "<input>"))
-
-
-# --------------------------------------------------------------------------- validate
-
-@cli.command()
-@click.argument("file", type=click.File("r", encoding="utf-8", errors="surrogateescape"))
-@click.option("--json", "as_json", is_flag=True, help="Print the validated bindings as JSON.")
-def validate(file: Any, as_json: bool) -> None:
-    """Check FILE: exit 0 if every port is valid, else exit 2 with one line per problem."""
-    bindings = _load(file)
-    if as_json:
-        import json
-
-        click.echo(json.dumps([b.model_dump(mode="json") for b in bindings], indent=2))
-    else:
-        click.echo(f"{len(bindings)} port(s) valid", err=True)
-
-
-# --------------------------------------------------------------------------- render
-
-@cli.group()
-def render() -> None:
-    """Print guest configuration for each port in FILE (nothing is touched)."""
-
-
-@render.command("libvirt")
-@click.argument("file", type=click.File("r", encoding="utf-8", errors="surrogateescape"))
-@opt.guest_options
-@opt.host_fact_options
-def render_libvirt(file: Any, **kw: Any) -> None:
-    """One libvirt <interface> (or <hostdev>) element per port, as Nova 34 renders it.
-
-    The OVS wiring follows the binding like Nova does; host facts
-    (--firewall, --libvirt-version) may change it the way the generic driver
-    decides (seed 004), e.g. hybrid plugging when host firewalling is needed.
-    """
-    from vifwire.planner.generic import plan
-
-    guest, facts = opt.guest_from(kw), opt.facts_from(kw, force_hypervisor="libvirt")
-    out = []
-    for b in _load(file):
-        p = plan(b, facts, guest)
-        out.append(p.guest.xml)
-    click.echo("\n".join(out))
-
-
-@render.command("lxd")
-@click.argument("file", type=click.File("r", encoding="utf-8", errors="surrogateescape"))
-@opt.bandwidth_options
-def render_lxd(file: Any, **kw: Any) -> None:
-    """LXD/Incus profile devices (JSON) for the ports in FILE, as nova-lxd makes them."""
-    import json
-
-    from vifwire.renderers.lxd import render_devices
-
-    guest = opt.guest_from(kw)
-    devices: dict[str, Any] = {}
-    for b in _load(file):
-        devices.update(render_devices(b, guest))
-    click.echo(json.dumps(devices, indent=2, sort_keys=True))
-
-
-# --------------------------------------------------------------------------- plan
-
-@cli.command("plan")
-@click.argument("file", type=click.File("r", encoding="utf-8", errors="surrogateescape"))
-@opt.guest_options
-@opt.host_fact_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plan_cmd(file: Any, as_json: bool, **kw: Any) -> None:
-    """Show what would be done for each port: strategy, why, host steps, guest config."""
-    from vifwire.planner.generic import plan
-
-    guest, facts = opt.guest_from(kw), opt.facts_from(kw)
-    plans = [plan(b, facts, guest) for b in _load(file)]
-    if as_json:
-        import json
-
-        click.echo(json.dumps([p.model_dump(mode="json") for p in plans], indent=2))
-        return
-    for p in plans:
-        click.echo(f"port {p.port_id}  ({p.vif_type}, vnic {p.vnic_type}, {p.hypervisor})")
-        click.echo(f"  strategy: {p.strategy}")
-        click.echo(f"  why:      {p.reason}")
-        click.echo("  host steps:" + ("" if p.steps else " none"))
-        for i, s in enumerate(p.steps, 1):
-            click.echo(f"    {i}. {s.describe()}" + (f"   # {s.why}" if s.why else ""))
-        if p.guest and p.guest.xml:
-            click.echo("  guest (libvirt):")
-            for line in p.guest.xml.splitlines():
-                click.echo("    " + line)
-        elif p.guest and p.guest.devices:
-            import json
-
-            click.echo("  guest (lxd devices): " + json.dumps(p.guest.devices, sort_keys=True))
-        click.echo("")
-
-
-from vifwire.cli import wiring as _wiring  # noqa: E402,F401  (registers the wiring commands)
+for _command in (offline.validate, offline.render, offline.plan_cmd, wiring.plug, wiring.unplug, wiring.check,
+                 wiring.list_cmd, wiring.gc, up.up):
+    cli.add_command(_command)

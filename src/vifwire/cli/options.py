@@ -39,7 +39,8 @@ def _parse_bandwidth(ctx: click.Context, param: click.Parameter, value: str | No
     return Bandwidth(average=nums[0], peak=nums[1], burst=nums[2])
 
 
-def _compose(*decorators: Callable) -> Callable:
+def compose(*decorators: Callable) -> Callable:
+    """Several click decorators as one (applied in the order given)."""
     def wrap(f: Callable) -> Callable:
         for d in reversed(decorators):
             f = d(f)
@@ -48,14 +49,14 @@ def _compose(*decorators: Callable) -> Callable:
     return wrap
 
 
-bandwidth_options = _compose(
+bandwidth_options = compose(
     click.option("--bandwidth-in", callback=_parse_bandwidth, metavar="AVG,PEAK,BURST",
                  help="Inbound quota in Nova's units (KB/s,KB/s,KB); empty fields allowed."),
     click.option("--bandwidth-out", callback=_parse_bandwidth, metavar="AVG,PEAK,BURST",
                  help="Outbound quota in Nova's units (KB/s,KB/s,KB)."),
 )
 
-guest_options = _compose(
+guest_options = compose(
     click.option("--virt-type", type=click.Choice(["kvm", "qemu", "lxc", "parallels"]), default="kvm",
                  show_default=True, help="libvirt virt type of the guest."),
     click.option("--model", default=None, metavar="MODEL",
@@ -71,9 +72,9 @@ guest_options = _compose(
                  help="The VF's netdev for direct/macvtap types when no real VF can be looked up."),
 )
 
-host_fact_options = _compose(
+host_fact_options = compose(
     click.option("--hypervisor", type=click.Choice(["libvirt", "lxd"]), default="libvirt", show_default=True,
-                 help="Guest hypervisor; lxd selects the tap/tin veth wiring (seed 000)."),
+                 help="Guest hypervisor; lxd selects the tap/tin veth wiring made before the container exists."),
     click.option("--libvirt-version", default="10.0.0", show_default=True, metavar="X.Y.Z",
                  help="libvirt version on the host (OVS virtualport needs >= 0.9.11)."),
     click.option("--firewall/--no-firewall", default=False, show_default=True,

@@ -7,6 +7,16 @@ exactly as it was. The store is updated around it so that what is recorded is
 never more than what exists: a port is ``plugged`` only after its last step
 succeeded.
 
+Batching keeps a run of many ports at the kernel floor without changing any
+port's order: a handler with ``lead_batch`` (anti-spoofing, always a plan's
+first step, so a guest is never routed unfiltered) gets the leading steps of
+every port in one ``apply_many``; a ``deferrable`` handler (OVS ports, always
+last) gets the trailing ones after every port's kernel steps; ``verify_many``
+and ``remove_bulk`` let check and unplug read or change the host once per run.
+
+The engine is not thread-safe on its own; :class:`vifwire.service.WiringService`
+serialises calls per namespace and across processes.
+
 Fault injection for tests: ``fail_at=k`` makes step *k* of each port fail
 before it runs (``k == len(steps)`` fails after the last step, before the
 record is committed).
@@ -14,42 +24,26 @@ record is committed).
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from vifwire.errors import HostError, VifwireError
-from vifwire.executors.base import HANDLERS, Handler, HostContext
+from vifwire.executors.base import HostContext
+from vifwire.executors.registry import GC_MODULES, gc_module, handler
 from vifwire.model.binding import Binding
-from vifwire.planner.plan import Plan, Step
-from vifwire.store.sqlite import Attachment, Store
+from vifwire.planner.plan import LINK_KINDS, Plan, Step, StepKind
+from vifwire.store.base import Attachment, Store
 
-_OP_MODULES = {
-    **dict.fromkeys(("tap", "veth", "bridge", "master", "macvtap", "vlan", "require_link",
-                     "routes", "sysctls", "proxy_ndp"), "vifwire.executors.kernel"),
-    **dict.fromkeys(("ovs_bridge", "ovs_port"), "vifwire.executors.ovs"),
-    "antispoof": "vifwire.executors.firewall",
-}
-
-#: Device-creating ops whose links the bulk path deletes in one go.
-_LINK_OPS = ("tap", "veth", "macvtap", "vlan", "bridge")
+log = logging.getLogger("vifwire.executors.engine")
 
 #: Unplug order for bulk removal: policy first, then ports, then links, then bridges.
-_REMOVE_ORDER = ("antispoof", "proxy_ndp", "routes", "sysctls", "ovs_port", "master",
-                 "tap", "macvtap", "veth", "vlan", "bridge", "ovs_bridge", "require_link")
-
-
-_GC_MODULES = ("vifwire.executors.firewall", "vifwire.executors.ovs", "vifwire.executors.kernel")
-
-
-def handler(op: str) -> Handler:
-    if op not in HANDLERS:
-        module = _OP_MODULES.get(op)
-        if module is None:
-            raise HostError(None, op, "no executor knows this step")
-        importlib.import_module(module)
-    return HANDLERS[op]
+REMOVE_ORDER = (StepKind.ANTISPOOF, StepKind.PROXY_NDP, StepKind.ROUTES, StepKind.SYSCTLS, StepKind.OVS_PORT,
+                StepKind.MASTER, StepKind.TAP, StepKind.MACVTAP, StepKind.VETH, StepKind.VLAN, StepKind.BRIDGE,
+                StepKind.OVS_BRIDGE, StepKind.REQUIRE_LINK)
+assert set(REMOVE_ORDER) == set(StepKind), "every step kind has an unplug position"
 
 
 @dataclass
@@ -59,6 +53,7 @@ class _Run:
     plan: Plan
     undos: list[tuple[Step, Callable[[], None]]] = field(default_factory=list)
     deferred: list[tuple[int, Step]] = field(default_factory=list)
+    first: int = 0  # index of the first step not applied by the lead batch
     error: BaseException | None = None
 
 
@@ -73,18 +68,18 @@ class PlugResult:
 
 @dataclass
 class Wiring:
-    """One run against one host: a host context plus the store."""
+    """One run against one host: a host handle plus the store."""
 
     ctx: HostContext
     store: Store
     fail_at: int | None = None
     progress: Callable[[str], None] | None = None
-    _results: list[PlugResult] = field(default_factory=list)
 
     # ------------------------------------------------------------------ plug
 
     def plug(self, items: list[tuple[Binding, Plan]]) -> list[PlugResult]:
         """Plug every port; each port is its own transaction."""
+        t0 = time.perf_counter()
         before = {b.port_id: self.store.get(b.port_id) for b, _ in items}
         # Replug with a different plan: take the old wiring down first.
         stale = [a for (b, p), a in zip(items, before.values())
@@ -93,13 +88,18 @@ class Wiring:
             self.unplug(stale)
             for a in stale:
                 before[a.port_id] = None
-        self.store.put_many((self._row(b, p) for b, p in items), status="plugging")
-        runs = []
-        for b, p in items:
-            runs.append(self._phase1(p))
+        self.store.put_many((self.row(b, p) for b, p in items), status="plugging")
+        t1 = time.perf_counter()
+        runs = [_Run(p) for _, p in items]
+        self._lead_batch(runs)
+        t2 = time.perf_counter()
+        for (b, _), run in zip(items, runs):
+            self._phase1(run)
             if self.progress:
                 self.progress(b.port_id)
+        t3 = time.perf_counter()
         self._phase2(runs)
+        t4 = time.perf_counter()
         results: list[PlugResult] = []
         for run in runs:
             if run.error is None and self.fail_at is not None and self.fail_at >= len(run.plan.steps):
@@ -110,6 +110,7 @@ class Wiring:
                 msg = exc.line() if isinstance(exc, HostError) else _one_line(run.plan.port_id, exc)
                 if rollback_errors:
                     msg += "; rollback incomplete: " + "; ".join(rollback_errors)
+                log.info("port %s failed, rolled back: %s", run.plan.port_id, msg)
                 results.append(PlugResult(run.plan.port_id, False, run.plan, msg))
             else:
                 results.append(PlugResult(run.plan.port_id, True, run.plan, changed=len(run.undos)))
@@ -121,15 +122,32 @@ class Wiring:
             restore = [before[pid] for pid in failed if before.get(pid) is not None]
             self.store.delete(pid for pid in failed if before.get(pid) is None)
             for a in restore:
-                self.store.put_many([_attachment_row(a)], status=a.status)
+                self.store.put_many([attachment_row(a)], status=a.status)
+        log.debug("plug of %d port(s): records %.1f ms, lead batch %.1f ms, steps %.1f ms, "
+                  "deferred batch %.1f ms, commit %.1f ms", len(items), (t1 - t0) * 1e3, (t2 - t1) * 1e3,
+                  (t3 - t2) * 1e3, (t4 - t3) * 1e3, (time.perf_counter() - t4) * 1e3)
         return results
 
-    def _phase1(self, plan: Plan) -> "_Run":
-        """Apply a port's steps in order, leaving batchable ones for phase 2."""
+    def _lead_batch(self, runs: list[_Run]) -> None:
+        """Each port's leading ``lead_batch`` steps, all ports in one call per kind."""
+        by_op: dict[StepKind, list[tuple[_Run, int, Step]]] = {}
+        for run in runs:
+            for k, step in enumerate(run.plan.steps):
+                if not getattr(handler(step.op), "lead_batch", False):
+                    break
+                by_op.setdefault(step.op, []).append((run, k, step))
+                run.first = k + 1
+        self._batch(by_op)
+
+    def _phase1(self, run: _Run) -> None:
+        """Apply a port's remaining steps in order, leaving deferrable ones for phase 2."""
+        if run.error is not None:
+            return
+        plan = run.plan
         self.ctx.port_id = plan.port_id
-        run = _Run(plan)
         try:
-            for k, step in enumerate(plan.steps):
+            for k in range(run.first, len(plan.steps)):
+                step = plan.steps[k]
                 h = handler(step.op)
                 if getattr(h, "deferrable", False):
                     run.deferred.append((k, step))
@@ -141,19 +159,21 @@ class Wiring:
                     run.undos.append((step, undo))
         except Exception as exc:  # noqa: BLE001 - any failure must roll back
             run.error = exc
-        return run
 
-    def _phase2(self, runs: list["_Run"]) -> None:
-        """Batchable steps (OVS ports) of all ports, one batch per operation.
+    def _phase2(self, runs: list[_Run]) -> None:
+        """Deferrable steps (OVS ports) of all ports, one batch per kind.
 
         They come last in every plan that has them and nothing after them
         depends on them, so deferring keeps each port's order intact.
         """
-        by_op: dict[str, list[tuple[_Run, int, Step]]] = {}
+        by_op: dict[StepKind, list[tuple[_Run, int, Step]]] = {}
         for run in runs:
             if run.error is None:
                 for k, step in run.deferred:
                     by_op.setdefault(step.op, []).append((run, k, step))
+        self._batch(by_op)
+
+    def _batch(self, by_op: dict[StepKind, list[tuple[_Run, int, Step]]]) -> None:
         for op, entries in by_op.items():
             todo = []
             for run, k, step in entries:
@@ -164,10 +184,12 @@ class Wiring:
             if not todo:
                 continue
             self.ctx.port_id = todo[0][0].plan.port_id if len(todo) == 1 else None
+            t0 = time.perf_counter()
             try:
                 outcomes = handler(op).apply_many([s for _, s in todo], self.ctx)
             except Exception as exc:  # noqa: BLE001 - the whole batch failed
                 outcomes = [exc] * len(todo)
+            log.debug("%s: batch of %d step(s) in %.1f ms", op, len(todo), (time.perf_counter() - t0) * 1e3)
             for (run, step), out in zip(todo, outcomes):
                 if isinstance(out, Exception):
                     run.error = out
@@ -189,73 +211,106 @@ class Wiring:
     def unplug(self, attachments: Iterable[Attachment | Plan]) -> list[str]:
         """Remove the wiring of many ports at once; absent things are fine.
 
-        Works from plans alone. Removal is grouped by operation so each
-        executor can do it in bulk (one OVSDB transaction, one link-group
-        delete). Returns problems (empty = all gone).
+        Works from plans alone. Removal is grouped by step kind so each
+        executor can do it in bulk (one OVSDB transaction, one nftables
+        transaction, one link-group delete). Returns problems (empty = all gone).
         """
+        t0 = time.perf_counter()
         plans = [a if isinstance(a, Plan) else Plan.model_validate(a.plan) for a in attachments]
         problems: list[str] = []
-        by_op: dict[str, list[Step]] = {}
+        by_op: dict[StepKind, list[Step]] = {}
         for p in plans:
             for s in p.steps:
-                by_op.setdefault(s.op, []).append(_with_mac(s, p))
-        for op in _REMOVE_ORDER + tuple(o for o in by_op if o not in _REMOVE_ORDER):
+                by_op.setdefault(s.op, []).append(with_mac_hint(s, p))
+        for op in REMOVE_ORDER:
             steps = by_op.get(op)
             if not steps:
                 continue
+            t1 = time.perf_counter()
             h = handler(op)
-            if op in _LINK_OPS and len(plans) > 1:
+            if op in LINK_KINDS and len(plans) > 1:
                 problems += self._remove_links_bulk(op, steps)
             bulk = getattr(h, "remove_bulk", None)
-            try:
-                if bulk is not None and len(steps) > 1:
+            if bulk is not None and len(steps) > 1:
+                try:
                     bulk(steps, self.ctx)
+                    log.debug("unplug %s: %d step(s) in bulk, %.1f ms", op, len(steps),
+                              (time.perf_counter() - t1) * 1e3)
                     continue
-            except Exception as exc:  # noqa: BLE001
-                problems.append(f"{op}: {exc}")
+                except Exception as exc:  # noqa: BLE001 - fall back to one by one
+                    problems.append(f"{op}: {exc}")
             for s in steps:
                 try:
                     h.remove(s, self.ctx)
                 except Exception as exc:  # noqa: BLE001 - remove what we can, report the rest
                     problems.append(f"{s.describe()}: {exc}")
+            log.debug("unplug %s: %d step(s), %.1f ms", op, len(steps), (time.perf_counter() - t1) * 1e3)
         self.store.delete(p.port_id for p in plans)
+        log.debug("unplug of %d port(s): %.1f ms", len(plans), (time.perf_counter() - t0) * 1e3)
         return problems
 
-    def _remove_links_bulk(self, op: str, steps: list[Step]) -> list[str]:
-        names = []
-        for s in steps:
-            if op == "bridge" and s.args.get("shared"):
-                continue
-            names.append(s.args["name"])
-            if op == "veth" and not s.args.get("peer_netns"):
-                pass  # deleting one end deletes the pair
+    def _remove_links_bulk(self, op: StepKind, steps: list[Step]) -> list[str]:
+        """Delete many links with one request (deleting a veth's end deletes the pair)."""
+        from vifwire.executors.kernel.bulk import remove_links_bulk
+
+        names = [s.args["name"] for s in steps if not (op == StepKind.BRIDGE and s.args.get("shared"))]
         if not names:
             return []
-        kernel = importlib.import_module("vifwire.executors.kernel")
         try:
-            kernel.remove_links_bulk(self.ctx, names)
-        except Exception as exc:  # noqa: BLE001 - the per-step pass below still runs
+            remove_links_bulk(self.ctx, names)
+        except Exception as exc:  # noqa: BLE001 - the per-step pass after it still runs
             return [f"bulk delete: {exc}"]
         return []
 
     # ----------------------------------------------------------------- check
 
     def check(self, attachments: Iterable[Attachment]) -> dict[str, list[str]]:
+        """Drift lines per port, in step order; each kind is verified in one call.
+
+        Handlers with ``verify_many`` read the host once per run (one link
+        dump, one table listing) and compare in memory, so checking a thousand
+        ports costs about what checking one does.
+        """
+        t0 = time.perf_counter()
         drift: dict[str, list[str]] = {}
+        found: dict[str, list[tuple[int, list[str]]]] = {}
+        by_op: dict[StepKind, list[tuple[str, int, Step]]] = {}
         for a in attachments:
             plan = Plan.model_validate(a.plan)
-            lines: list[str] = []
+            drift[a.port_id] = []
+            found[a.port_id] = []
             if a.status != "plugged":
-                lines.append(f"record status is {a.status!r} (a plug did not finish)")
-            for s in plan.steps:
+                found[a.port_id].append((-1, [f"record status is {a.status!r} (a plug did not finish)"]))
+            for k, s in enumerate(plan.steps):
+                by_op.setdefault(s.op, []).append((a.port_id, k, s))
+        for op, entries in by_op.items():
+            h = handler(op)
+            steps = [s for _, _, s in entries]
+            outcomes: list[list[str]] | None = None
+            many = getattr(h, "verify_many", None)
+            if many is not None:
                 try:
-                    lines += handler(s.op).verify(s, self.ctx)
-                except VifwireError as exc:
-                    lines.append(str(exc))
-                except Exception as exc:  # noqa: BLE001
-                    lines.append(f"{s.describe()}: cannot verify: {exc}")
-            drift[a.port_id] = lines
+                    outcomes = many(steps, self.ctx)
+                except Exception as exc:  # noqa: BLE001 - fall back to one by one to name the step
+                    log.debug("%s: verify_many failed (%s), verifying one by one", op, exc)
+            if outcomes is None:
+                outcomes = [self._verify_one(h, s) for s in steps]
+            for (pid, k, _), lines in zip(entries, outcomes):
+                if lines:
+                    found[pid].append((k, lines))
+        for pid, items in found.items():
+            for _, lines in sorted(items, key=lambda kv: kv[0]):
+                drift[pid] += lines
+        log.debug("check of %d port(s): %.1f ms", len(drift), (time.perf_counter() - t0) * 1e3)
         return drift
+
+    def _verify_one(self, h: Any, s: Step) -> list[str]:
+        try:
+            return h.verify(s, self.ctx)
+        except VifwireError as exc:
+            return [str(exc)]
+        except Exception as exc:  # noqa: BLE001
+            return [f"{s.describe()}: cannot verify: {exc}"]
 
     # -------------------------------------------------------------------- gc
 
@@ -264,26 +319,22 @@ class Wiring:
         owned: dict[str, set] = {"links": set(), "ovs_ports": set(), "filters": set(), "routes": set()}
         for a in attachments:
             for s in Plan.model_validate(a.plan).steps:
-                if s.op in _LINK_OPS or s.op == "veth":
+                if s.op in LINK_KINDS:
                     owned["links"].add(s.args["name"])
-                    if s.op == "veth" and not s.args.get("peer_netns"):
+                    if s.op == StepKind.VETH and not s.args.get("peer_netns"):
                         owned["links"].add(s.args["peer"])
-                elif s.op == "ovs_port":
+                elif s.op == StepKind.OVS_PORT:
                     owned["ovs_ports"].add(s.args["name"])
-                elif s.op == "antispoof":
+                elif s.op == StepKind.ANTISPOOF:
                     owned["filters"].add(s.args["ifname"])
-                elif s.op in ("routes", "sysctls", "proxy_ndp"):
+                elif s.op in (StepKind.ROUTES, StepKind.SYSCTLS, StepKind.PROXY_NDP):
                     owned["links"].add(s.args["dev"])
-                    if s.op == "routes":
+                    if s.op == StepKind.ROUTES:
                         owned["routes"].update((s.args["dev"], str(ipaddress.ip_interface(x).ip))
                                                for x in s.args["addresses"])
         found: list[dict[str, str]] = []
-        for module in _GC_MODULES:
-            mod = importlib.import_module(module)
-            fn = getattr(mod, "garbage", None)
-            if fn is None:
-                continue
-            for item in fn(self.ctx, owned):
+        for module in GC_MODULES:
+            for item in gc_module(module).garbage(self.ctx, owned):
                 found.append({**item, "module": module})
         return found
 
@@ -292,30 +343,33 @@ class Wiring:
         for g in garbage:
             by_module.setdefault(g["module"], []).append(g)
         for module, items in by_module.items():
-            importlib.import_module(module).remove_garbage(self.ctx, items)
+            gc_module(module).remove_garbage(self.ctx, items)
 
     # ---------------------------------------------------------------- helpers
 
-    def _row(self, b: Binding, p: Plan) -> dict[str, Any]:
+    def row(self, b: Binding, p: Plan) -> dict[str, Any]:
+        """The store row for a binding and its plan."""
         return {"port_id": b.port_id, "instance_id": b.instance_id, "vif_type": b.vif_type,
                 "devname": b.devname, "mac": b.mac, "netns": self.ctx.netns, "strategy": p.strategy,
                 "binding": b.model_dump(mode="json"), "plan": p.model_dump(mode="json"),
                 "devices": p.devices()}
 
 
-def _attachment_row(a: Attachment) -> dict[str, Any]:
+def attachment_row(a: Attachment) -> dict[str, Any]:
+    """A recorded attachment as a store row (to put it back after a failed replug)."""
     return {"port_id": a.port_id, "instance_id": a.instance_id, "vif_type": a.vif_type, "devname": a.devname,
             "mac": a.mac, "netns": a.netns, "strategy": a.strategy, "binding": a.binding, "plan": a.plan,
             "devices": a.devices}
 
 
-def _with_mac(step: Step, plan: Plan) -> Step:
-    """Give the port's veth the guest MAC as an unplug hint (seed 000).
+def with_mac_hint(step: Step, plan: Plan) -> Step:
+    """Give the port's veth the guest MAC as an unplug hint.
 
     The ``tin`` end carries the guest's MAC, so a pair named by an older
-    version is still found by MAC when its name is not there.
+    version of the container driver is still found by MAC when its name is
+    not there (docs/architecture.md, "Containers").
     """
-    if step.op == "veth" and not step.args.get("mac") and step.args.get("name") == plan.devname:
+    if step.op == StepKind.VETH and not step.args.get("mac") and step.args.get("name") == plan.devname:
         return Step(op=step.op, args={**step.args, "mac": step.args.get("peer_mac") or plan.mac}, why=step.why)
     return step
 

@@ -5,7 +5,7 @@ JSON-serialisable data so that it can be printed (``vifwire plan``), stored
 with the attachment, and replayed backwards at unplug time without the
 binding being available any more.
 
-Host step operations (``Step.op``) and their ``args``:
+Host step kinds (``Step.op``, a :class:`StepKind`) and their ``args``:
 
 ``tap``          name, mac?, mtu?, multiqueue - a persistent tap, up
 ``veth``         name, peer, mtu?, peer_netns?, peer_mac? - a veth pair, both ends
@@ -27,20 +27,44 @@ Host step operations (``Step.op``) and their ``args``:
 
 At unplug time the engine gives the port's veth step ``mac`` (the guest MAC) as a
 hint, so a pair named by an older version can still be
-found by MAC (seed 000).
+found by MAC (docs/architecture.md, "Containers").
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class StepKind(StrEnum):
+    """Every kind of host step a plan may hold; each has exactly one handler
+    in :mod:`vifwire.executors.registry` (a test holds that)."""
+
+    TAP = "tap"
+    VETH = "veth"
+    BRIDGE = "bridge"
+    MASTER = "master"
+    MACVTAP = "macvtap"
+    VLAN = "vlan"
+    REQUIRE_LINK = "require_link"
+    OVS_BRIDGE = "ovs_bridge"
+    OVS_PORT = "ovs_port"
+    ROUTES = "routes"
+    SYSCTLS = "sysctls"
+    PROXY_NDP = "proxy_ndp"
+    ANTISPOOF = "antispoof"
+
+
+#: Steps that create kernel links (and so own them).
+LINK_KINDS = (StepKind.TAP, StepKind.VETH, StepKind.MACVTAP, StepKind.VLAN, StepKind.BRIDGE)
+
+
 class Step(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    op: str
+    op: StepKind
     args: dict[str, Any] = Field(default_factory=dict)
     why: str = ""
 

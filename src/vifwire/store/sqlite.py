@@ -9,12 +9,15 @@ the stored plan lists every device and port the attachment owns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
+
+from vifwire.store.base import Attachment
 
 DEFAULT_PATH = "/var/lib/vifwire/state.db"
 
@@ -38,42 +41,31 @@ CREATE INDEX IF NOT EXISTS attachments_mac ON attachments(mac);
 """
 
 
-@dataclass(frozen=True)
-class Attachment:
-    port_id: str
-    instance_id: str | None
-    vif_type: str
-    devname: str
-    mac: str
-    netns: str | None
-    status: str
-    strategy: str
-    binding: dict[str, Any]
-    plan: dict[str, Any]
-    devices: list[str]
-    created_at: float
-    updated_at: float
+class SqliteStore:
+    """Attachment records in one SQLite file (implements :class:`vifwire.store.base.Store`).
 
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    Safe for concurrent processes: WAL lets readers run beside a writer, every
+    write is one ``BEGIN IMMEDIATE`` transaction (a batch of ports is one
+    transaction, not one per port), and a busy writer is waited for up to
+    ``timeout`` seconds. Within one process a connection is used by one thread
+    at a time (a lock guards it), so a long-lived service may share it.
+    """
 
-
-class Store:
-    """Attachment records. Safe to open from several processes (SQLite locking)."""
-
-    def __init__(self, path: str = DEFAULT_PATH):
+    def __init__(self, path: str = DEFAULT_PATH, timeout: float = 30.0):
         self.path = path
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> "SqliteStore":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -112,15 +104,13 @@ class Store:
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, port_id: str) -> Attachment | None:
-        row = self._db.execute("SELECT * FROM attachments WHERE port_id=?", (port_id,)).fetchone()
-        return self._row(row) if row else None
-
-    def find_by_mac(self, mac: str) -> Attachment | None:
-        row = self._db.execute("SELECT * FROM attachments WHERE mac=?", (mac.lower(),)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT * FROM attachments WHERE port_id=?", (port_id,)).fetchone()
         return self._row(row) if row else None
 
     def all(self, netns: str | None | type = ...) -> list[Attachment]:
-        rows = self._db.execute("SELECT * FROM attachments ORDER BY created_at, port_id").fetchall()
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM attachments ORDER BY created_at, port_id").fetchall()
         out = [self._row(r) for r in rows]
         if netns is not ...:
             out = [a for a in out if a.netns == netns]
@@ -128,24 +118,22 @@ class Store:
 
     def snapshot(self) -> list[tuple]:
         """Everything except timestamps, for tests that compare before/after."""
-        return self._db.execute(
-            "SELECT port_id, status, plan, devices FROM attachments ORDER BY port_id").fetchall()
+        with self._lock:
+            return self._db.execute(
+                "SELECT port_id, status, plan, devices FROM attachments ORDER BY port_id").fetchall()
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _tx(self):
-        db = self._db
-
-        class _Tx:
-            def __enter__(self_inner):
-                db.execute("BEGIN IMMEDIATE")
-                return db.cursor()
-
-            def __exit__(self_inner, exc_type, exc, tb):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-                return False
-
-        return _Tx()
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db.cursor()
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     @staticmethod
     def _row(row: tuple) -> Attachment:
@@ -153,3 +141,7 @@ class Store:
          created_at, updated_at) = row
         return Attachment(port_id, instance_id, vif_type, devname, mac, netns, status, strategy,
                           json.loads(binding), json.loads(plan), json.loads(devices), created_at, updated_at)
+
+
+#: The name callers used before the store became a protocol.
+Store = SqliteStore

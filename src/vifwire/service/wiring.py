@@ -1,0 +1,227 @@
+"""WiringService: the one API under every front end.
+
+One instance serves one host namespace and one store, and may live as long
+as its process (an agent) or one command (the CLI). It is safe to share
+between threads: calls that change the host hold the namespace's lock and,
+across processes, the state lock (:mod:`vifwire.service.locks`), so two
+callers never lose each other's work. Reads of records need neither.
+
+Inputs are typed (bindings from :mod:`vifwire.model.loader`, facts, guest
+options); results are the dataclasses of :mod:`vifwire.service.results`;
+failures are :class:`vifwire.errors.VifwireError` subclasses carrying the one
+line a user sees. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from typing import Callable, Iterable, Iterator, Sequence
+
+from vifwire.errors import UsageError
+from vifwire.model.binding import Binding
+from vifwire.planner.facts import HostFacts
+from vifwire.planner.plan import GuestConfig, Plan, StepKind
+from vifwire.renderers.options import GuestOptions
+from vifwire.service.locks import StateLock
+from vifwire.service.results import CheckResult, GarbageItem, GcResult, PortResult, UnplugResult
+from vifwire.store.base import Attachment, Store
+
+log = logging.getLogger("vifwire.service")
+
+DEFAULT_STATE = "/var/lib/vifwire/state.db"
+NETNS_RUN_DIR = "/var/run/netns"
+
+
+def load(text: str, origin: str = "<input>") -> list[Binding]:
+    """JSON text (one port or a list) -> validated bindings; raises InvalidInput."""
+    from vifwire.model.loader import load_text
+
+    return load_text(text, origin=origin)
+
+
+def plan_all(bindings: Iterable[Binding], facts: HostFacts | None = None,
+             guest: GuestOptions | None = None) -> list[Plan]:
+    """Plan every port (pure); raises VifError for the first that cannot be planned."""
+    from vifwire.planner.generic import plan
+
+    return [plan(b, facts, guest) for b in bindings]
+
+
+def render(bindings: Iterable[Binding], facts: HostFacts | None = None,
+           guest: GuestOptions | None = None) -> list[GuestConfig]:
+    """The guest configuration of every port (libvirt XML or LXD devices); touches nothing."""
+    return [p.guest for p in plan_all(bindings, facts, guest) if p.guest is not None]
+
+
+class WiringService:
+    """Plug, unplug, check, gc and list the ports of one host namespace."""
+
+    def __init__(self, *, netns: str | None = None, state: str | None = None, ovsdb: str | None = None,
+                 ovs_timeout: float = 10.0, store: Store | None = None):
+        self.netns = netns
+        self.state_path = state or (store.path if store is not None else DEFAULT_STATE)
+        self.ovsdb = ovsdb
+        self.ovs_timeout = ovs_timeout
+        self._store = store
+        self._own_store = store is None
+        self._host = None
+        self._state_lock = StateLock(self.state_path)
+        self._open_guard = threading.Lock()
+
+    # ----------------------------------------------------------- resources
+
+    @property
+    def store(self) -> Store:
+        with self._open_guard:
+            if self._store is None:
+                from vifwire.store.sqlite import SqliteStore
+
+                self._store = SqliteStore(self.state_path)
+            return self._store
+
+    @property
+    def host(self):
+        """The :class:`~vifwire.executors.base.HostContext` (opened on first use)."""
+        with self._open_guard:
+            if self._host is None:
+                if self.netns and not os.path.exists(_netns_file(self.netns)):
+                    raise UsageError(f"netns: network namespace {self.netns!r} does not exist")
+                from vifwire.executors.base import HostContext
+
+                self._host = HostContext(netns=self.netns, ovsdb=self.ovsdb, ovs_timeout=self.ovs_timeout)
+            return self._host
+
+    def close(self) -> None:
+        with self._open_guard:
+            if self._host is not None:
+                self._host.close()
+                self._host = None
+            if self._store is not None and self._own_store:
+                self._store.close()
+                self._store = None
+            self._state_lock.close()
+
+    def __enter__(self) -> "WiringService":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _changing(self, what: str, exclusive: bool = True) -> Iterator[None]:
+        """Hold the namespace lock, then the state lock (always in that order)."""
+        host = self.host
+        t0 = time.perf_counter()
+        with host.lock, self._state_lock.hold(exclusive=exclusive):
+            waited = time.perf_counter() - t0
+            if waited > 0.05:
+                log.info("%s waited %.2f s for other callers", what, waited)
+            yield
+
+    def _wiring(self, fail_at: int | None = None, progress: Callable[[str], None] | None = None):
+        from vifwire.executors.engine import Wiring
+
+        return Wiring(self.host, self.store, fail_at=fail_at, progress=progress)
+
+    # ---------------------------------------------------------- use cases
+
+    def plug(self, bindings: Sequence[Binding], facts: HostFacts | None = None,
+             guest: GuestOptions | None = None, *, instance: str | None = None, wait: float | None = None,
+             progress: Callable[[str], None] | None = None, fail_at: int | None = None) -> list[PortResult]:
+        """Wire every port, each all-or-nothing, and record it.
+
+        ``wait``: also wait up to that many seconds for OVS to report each OVS
+        port up with an ofport (raises HostError naming the ports that are not).
+        ``fail_at``: fault injection for tests (see the engine).
+        """
+        if instance:
+            bindings = [b.model_copy(update={"instance_id": instance}) for b in bindings]
+        items = list(zip(bindings, plan_all(bindings, facts, guest)))
+        return self.plug_plans(items, wait=wait, progress=progress, fail_at=fail_at)
+
+    def plug_plans(self, items: Sequence[tuple[Binding, Plan]], *, wait: float | None = None,
+                   progress: Callable[[str], None] | None = None, fail_at: int | None = None) -> list[PortResult]:
+        """:meth:`plug` for ports already planned (each with its own facts, e.g. its own guest namespace)."""
+        items = list(items)
+        t0 = time.perf_counter()
+        with self._changing("plug"):
+            raw = self._wiring(fail_at, progress).plug(items)
+            results = [PortResult(r.port_id, r.ok, r.plan, r.error, r.changed) for r in raw]
+            if wait is not None:
+                self._wait_plugged(results, wait)
+        log.info("plug: %d of %d port(s) ok in %.1f ms", sum(r.ok for r in results), len(results),
+                 (time.perf_counter() - t0) * 1e3)
+        return results
+
+    def _wait_plugged(self, results: list[PortResult], timeout: float) -> None:
+        names = [s.args["name"] for r in results if r.ok for s in r.plan.steps if s.op == StepKind.OVS_PORT]
+        if names:
+            from vifwire.executors.ovs import wait_plugged
+
+            wait_plugged(self.host, names, timeout)
+
+    def unplug(self, ids: Iterable[str] = (), *, bindings: Iterable[Binding] = (), all_ports: bool = False,
+               facts: HostFacts | None = None) -> UnplugResult:
+        """Remove ports' wiring in bulk; what is not there is success.
+
+        By id (from the record), by binding (the record if there is one, else
+        the plan: devices are then found by name or the guest MAC), or every
+        port recorded for this namespace.
+        """
+        from vifwire.planner.generic import plan
+
+        ids, bindings = list(ids), list(bindings)
+        if not ids and not bindings and not all_ports:
+            raise UsageError("unplug: give port ids, bindings or all")
+        t0 = time.perf_counter()
+        with self._changing("unplug"):
+            store = self.store
+            targets: list[Attachment | Plan] = []
+            missing: list[str] = []
+            if all_ports:
+                targets += store.all(netns=self.netns)
+            for pid in ids:
+                a = store.get(pid)
+                if a is None:
+                    missing.append(pid)
+                else:
+                    targets.append(a)
+            for b in bindings:
+                a = store.get(b.port_id)
+                targets.append(a if a is not None else plan(b, facts, render=False))
+            problems = self._wiring().unplug(targets) if targets else []
+        log.info("unplug: %d port(s) in %.1f ms, %d problem(s)", len(targets), (time.perf_counter() - t0) * 1e3,
+                 len(problems))
+        return UnplugResult([t.port_id for t in targets], missing, problems)
+
+    def check(self, ids: Iterable[str] | None = None) -> CheckResult:
+        """Compare the host with the records (one read of each kind of host state per call)."""
+        wanted = set(ids) if ids else None
+        with self._changing("check", exclusive=False):
+            atts = [a for a in self.store.all(netns=self.netns) if wanted is None or a.port_id in wanted]
+            drift = self._wiring().check(atts)
+        return CheckResult(len(drift), {k: v for k, v in drift.items() if v})
+
+    def list(self) -> list[Attachment]:
+        """Every recorded attachment (all namespaces); needs no host access."""
+        return self.store.all()
+
+    def gc(self, force: bool = False) -> GcResult:
+        """What carries vifwire's marks but no record owns; ``force`` removes it."""
+        with self._changing("gc", exclusive=force):
+            w = self._wiring()
+            raw = w.garbage(self.store.all(netns=self.netns))
+            if force:
+                w.collect(raw)
+        items = [GarbageItem(kind=g["kind"], name=g["name"], module=g["module"],
+                             extra={k: v for k, v in g.items() if k not in ("kind", "name", "module")})
+                 for g in raw]
+        return GcResult(items, force)
+
+
+def _netns_file(name: str) -> str:
+    return name if "/" in name else os.path.join(NETNS_RUN_DIR, name)

@@ -1,0 +1,182 @@
+"""Concurrent callers on one host never lose each other's work.
+
+Four processes (the CLI, as users run it) and four threads sharing one
+WiringService (as the agent will) each plug 250 different routed taps with
+anti-spoofing into the same namespace and the same state database, at the
+same moment. Afterwards there must be exactly 1,000 taps, 1,000 records, every
+port's filter elements exactly once and a clean check; then four unplug in
+parallel and the namespace is back to nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+
+import pytest
+from pyroute2 import IPRoute
+
+from vifwire.model.loader import load_documents
+from vifwire.planner.facts import HostFacts
+from vifwire.sandbox import netns
+from vifwire.service import WiringService
+from vifwire.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.root
+
+VIFWIRE = os.path.join(os.path.dirname(sys.executable), "vifwire")
+WORKERS, PER_WORKER = 4, 250
+RTPROT_VIFWIRE = 158
+
+
+def port(i: int) -> dict:
+    return {"id": f"c0ffee00-0000-4000-8000-{i:012x}", "mac_address": f"fa:16:3e:c0:{i >> 8:02x}:{i & 255:02x}",
+            "network_id": "4c1e6a0d-0000-4000-8000-0000000000cc",
+            "fixed_ips": [{"subnet_id": "s4", "ip_address": f"10.100.{i // 200}.{i % 200 + 1}"},
+                          {"subnet_id": "s6", "ip_address": f"fd97::{i:x}"}],
+            "binding:vif_type": "tap", "binding:vif_details": {}, "binding:vnic_type": "normal",
+            "binding:host_id": "t", "device_id": f"inst-{i}", "network": {"mtu": 1400}}
+
+
+def chunks() -> list[list[dict]]:
+    return [[port(w * PER_WORKER + k + 1) for k in range(PER_WORKER)] for w in range(WORKERS)]
+
+
+def host_state(ns: str) -> dict:
+    """What is in the namespace: taps, vifwire routes, proxy neighbours, filter elements per interface."""
+    with IPRoute(netns=ns) as ipr:
+        links = [l.get_attr("IFLA_IFNAME") for l in ipr.get_links()]
+        routes = [r for fam in (2, 10) for r in ipr.get_routes(family=fam, table=254)
+                  if r["proto"] == RTPROT_VIFWIRE]
+        proxies = [n for n in ipr.get_neighbours(family=10, flags=0x08)]
+    out = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"], capture_output=True,
+                         text=True, check=True).stdout
+    elements: Counter = Counter()
+    for item in json.loads(out)["nftables"]:
+        s = item.get("set") or item.get("map")
+        if not s:
+            continue
+        for e in s.get("elem") or []:
+            for tap in _ifnames(e):
+                elements[tap] += 1
+    return {"taps": sorted(x for x in links if x.startswith("tap")), "routes": len(routes),
+            "proxies": len(proxies), "elements": elements}
+
+
+def _ifnames(e) -> list[str]:
+    """The tap names inside one set element (concatenations and maps nest them)."""
+    if isinstance(e, str):
+        return [e] if e.startswith("tap") else []
+    if isinstance(e, list):
+        return [x for v in e for x in _ifnames(v)]
+    if isinstance(e, dict):
+        return [x for v in e.values() for x in _ifnames(v)]
+    return []
+
+
+def expected_elements_per_port(tmp_path) -> int:
+    """How many filter elements one such port has, plugged alone."""
+    with netns.sandbox("cc1") as ns, WiringService(netns=ns, state=str(tmp_path / "one.db")) as svc:
+        [b] = load_documents([port(1)])
+        [r] = svc.plug([b], HostFacts())
+        assert r.ok, r.error
+        n = host_state(ns)["elements"][b.devname]
+        svc.unplug(all_ports=True)
+    assert n > 0
+    return n
+
+
+def assert_all_wired(ns: str, db: str, per_port: int) -> None:
+    state = host_state(ns)
+    docs = [p for c in chunks() for p in c]
+    bindings = load_documents(docs)
+    want = sorted(b.devname for b in bindings)
+    assert state["taps"] == want
+    assert state["routes"] == 2 * len(want)  # one /32 and one /128 each
+    assert set(state["elements"]) == set(want)
+    assert set(state["elements"].values()) == {per_port}, "every element exactly once"
+    with SqliteStore(db) as store:
+        recs = store.all()
+    assert len(recs) == len(want) and {a.status for a in recs} == {"plugged"}
+    res = subprocess.run([VIFWIRE, "check", "--netns", ns, "--state", db], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert f"{len(want)} port(s) checked, 0 with drift" in res.stdout
+
+
+def assert_nothing_left(ns: str, db: str) -> None:
+    state = host_state(ns)
+    assert state["taps"] == [] and state["routes"] == 0 and state["proxies"] == 0
+    assert sum(state["elements"].values()) == 0
+    with SqliteStore(db) as store:
+        assert store.all() == []
+
+
+def test_four_processes_plug_and_unplug_at_once(tmp_path):
+    per_port = expected_elements_per_port(tmp_path)
+    db = str(tmp_path / "state.db")
+    with netns.sandbox("cc") as ns:
+        files = []
+        for w, c in enumerate(chunks()):
+            f = tmp_path / f"ports{w}.json"
+            f.write_text(json.dumps(c))
+            files.append(f)
+        procs = [subprocess.Popen([VIFWIRE, "plug", str(f), "--netns", ns, "--state", db, "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in files]
+        outs = [p.communicate(timeout=600) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            assert p.returncode == 0, err[-2000:]
+            assert all(r["ok"] for r in json.loads(out))
+        assert_all_wired(ns, db, per_port)
+
+        procs = [subprocess.Popen([VIFWIRE, "unplug", "--file", str(f), "--netns", ns, "--state", db],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for f in files]
+        for p in procs:
+            _, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err[-2000:]
+        assert_nothing_left(ns, db)
+
+
+def test_four_threads_share_one_service(tmp_path):
+    per_port = expected_elements_per_port(tmp_path)
+    db = str(tmp_path / "state.db")
+    with netns.sandbox("ct") as ns, WiringService(netns=ns, state=db) as svc:
+        work = [load_documents(c) for c in chunks()]
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(WORKERS)
+
+        def run(fn) -> None:
+            try:
+                barrier.wait()
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+
+        def plug(bs) -> None:
+            results = svc.plug(bs, HostFacts())
+            bad = [r.error for r in results if not r.ok]
+            assert not bad, bad[:3]
+
+        threads = [threading.Thread(target=run, args=(lambda bs=bs: plug(bs),)) for bs in work]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        assert not errors, errors
+        assert_all_wired(ns, db, per_port)
+        assert svc.check().clean
+
+        def unplug(bs) -> None:
+            res = svc.unplug([b.port_id for b in bs])
+            assert res.ok and len(res.unplugged) == len(bs), res.problems[:3]
+
+        threads = [threading.Thread(target=run, args=(lambda bs=bs: unplug(bs),)) for bs in work]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        assert not errors, errors
+        assert_nothing_left(ns, db)
