@@ -47,7 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vifwire.executors import kernel as K
-from vifwire.executors.base import HANDLERS, HostContext
+from vifwire.executors.base import HostContext
+from vifwire.executors.registry import handler
 from vifwire.planner.plan import Plan, Step
 from vifwire.sandbox import netns
 
@@ -151,7 +152,7 @@ def _plug(ctx: HostContext, kind: Kind, n: int) -> float:
     t = time.perf_counter()
     for steps in all_steps:
         for s in steps:
-            HANDLERS[s.op].apply(s, ctx)
+            handler(s.op).apply(s, ctx)
     return time.perf_counter() - t
 
 
@@ -204,7 +205,7 @@ def _prepare(ns: str, kind: Kind, ipv6: bool) -> None:
     if not ipv6:
         with HostContext(netns=ns) as ctx:
             for conf in ("all", "default"):
-                K.worker(ctx).call(K._sysctl_write, f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "1")
+                K.worker(ctx).call(K.sysctl_write, f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "1")
     kind.setup(ns)
 
 
@@ -225,12 +226,12 @@ def run_round(kind: Kind, n: int, sample: int, res: Result, ipv6: bool) -> None:
             t = time.perf_counter()
             for p in plans[:k]:
                 for s in reversed(p.steps):
-                    HANDLERS[s.op].remove(s, ctx)
+                    handler(s.op).remove(s, ctx)
             res.unplug.append((time.perf_counter() - t) * 1000 / k)
             # restore the sample so that bulk removal sees all N VIFs
             for p in plans[:k]:
                 for s in p.steps:
-                    HANDLERS[s.op].apply(s, ctx)
+                    handler(s.op).apply(s, ctx)
             t = time.perf_counter()
             K.remove_links_bulk(ctx, names)
             res.bulk.append(time.perf_counter() - t)

@@ -45,8 +45,9 @@ from collections import defaultdict
 
 from vifwire.executors import kernel as K
 from vifwire.executors.antispoof import AntiSpoof
-from vifwire.executors.base import HANDLERS, HostContext
-from vifwire.executors.engine import Wiring, handler
+from vifwire.executors.base import HostContext
+from vifwire.executors.engine import Wiring
+from vifwire.executors.registry import handler
 from vifwire.executors.nft import Nft
 from vifwire.model.loader import load_one
 from vifwire.planner.facts import HostFacts
@@ -83,31 +84,26 @@ def item(i: int):
 
 @contextlib.contextmanager
 def timed_ops(into: dict[str, list[float]]):
-    """Record the time of every step ``apply`` by operation (wraps the handlers)."""
-    for op in OPS:
-        handler(op)  # import the executors
-    saved = {op: HANDLERS[op] for op in OPS}
+    """Record the time of every step ``apply`` by operation (wraps the handlers'
+    ``apply`` on their one instance, :func:`vifwire.executors.registry.handler`)."""
+    hs = {op: handler(op) for op in OPS}
 
-    class Timed:
-        def __init__(self, op, h):
-            self.op, self.h = op, h
-
-        def apply(self, step, ctx):
+    def timed(op, apply):
+        def run(step, ctx):
             t = time.perf_counter()
             try:
-                return self.h.apply(step, ctx)
+                return apply(step, ctx)
             finally:
-                into[self.op].append(time.perf_counter() - t)
+                into[op].append(time.perf_counter() - t)
+        return run
 
-        def __getattr__(self, name):
-            return getattr(self.h, name)
-
-    for op, h in saved.items():
-        HANDLERS[op] = Timed(op, h)
+    for op, h in hs.items():
+        h.apply = timed(op, h.apply)
     try:
         yield
     finally:
-        HANDLERS.update(saved)
+        for h in hs.values():
+            del h.apply  # the class's method again
 
 
 def grow(w: Wiring, have: int, target: int, chunk: int = 500) -> None:

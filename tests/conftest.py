@@ -60,4 +60,4 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-import vifwire.executors  # noqa: E402,F401  (raises pyroute2's namespace helper timeout)
+import vifwire.sandbox  # noqa: E402,F401  (raises pyroute2's namespace helper timeout)

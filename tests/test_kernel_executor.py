@@ -19,7 +19,9 @@ from pyroute2 import IPRoute  # noqa: E402
 
 from vifwire.errors import HostError  # noqa: E402
 from vifwire.executors import kernel as K  # noqa: E402
-from vifwire.executors.base import HANDLERS, HostContext  # noqa: E402
+from vifwire.executors.base import HostContext  # noqa: E402
+from vifwire.executors.kernel.common import KernelView  # noqa: E402
+from vifwire.executors.registry import handler  # noqa: E402
 from vifwire.planner.plan import Step  # noqa: E402
 from vifwire.sandbox import netns  # noqa: E402
 
@@ -77,15 +79,21 @@ def step(op: str, **args) -> Step:
 
 
 def apply(s: Step, ctx: HostContext):
-    return HANDLERS[s.op].apply(s, ctx)
+    return handler(s.op).apply(s, ctx)
 
 
 def verify(s: Step, ctx: HostContext) -> list[str]:
-    return HANDLERS[s.op].verify(s, ctx)
+    """The step's drift, alone - and checked to read the same within a big
+    check (``verify_many`` from one namespace dump)."""
+    h = handler(s.op)
+    one = h.verify(s, ctx)
+    n = KernelView.DUMP_AT
+    assert h.verify_many([s] * n, ctx) == [one] * n
+    return one
 
 
 def remove(s: Step, ctx: HostContext) -> None:
-    HANDLERS[s.op].remove(s, ctx)
+    handler(s.op).remove(s, ctx)
 
 
 def in_ns(ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -526,6 +534,88 @@ def test_proxy_ndp_lifecycle(ctx, ipr, ns):
     remove(s, ctx)
 
 
+def _routed_port(i: int) -> list[Step]:
+    dev, addrs = f"tap{i:03d}", [f"10.98.{i >> 8}.{i & 255}", f"fd98::{i:x}"]
+    return [step("tap", name=dev, mac=f"fa:16:3e:98:00:{i:02x}", mtu=1450, multiqueue=False),
+            step("routes", dev=dev, addresses=addrs), step("proxy_ndp", dev=dev, addresses=addrs),
+            step("sysctls", dev=dev, values={"ipv4/conf/{dev}/proxy_arp": "1", "ipv6/conf/{dev}/proxy_ndp": "1"})]
+
+
+def test_check_of_many_ports_reads_the_namespace_once(ctx, ipr, ns):
+    """verify_many: a fixed number of netlink exchanges whatever the number of
+    ports, and the same drift lines as verifying each step alone."""
+    n = 40
+    ports = [_routed_port(i) for i in range(n)]
+    for steps in ports:
+        for s in steps:
+            apply(s, ctx)
+    # one drift of each kind, on different ports
+    ipr.link("set", index=ipr.link_lookup(ifname="tap001")[0], mtu=1500)
+    ipr.link("del", index=ipr.link_lookup(ifname="tap002")[0])
+    ipr.route("del", dst="10.98.0.3/32", proto=K.VIFWIRE_RTPROT, scope=253)
+    ipr.route("add", dst="10.98.0.5/32", oif=ipr.link_lookup(ifname="tap006")[0],
+              proto=K.VIFWIRE_RTPROT, scope=253, priority=10)  # a stale one of ours, preferred
+    ipr.route("del", dst="10.98.0.5/32", proto=K.VIFWIRE_RTPROT, scope=253,
+              oif=ipr.link_lookup(ifname="tap005")[0])
+    in_ns(ns, "ip", "-6", "neigh", "del", "proxy", "fd98::4", "dev", "tap004")
+    in_ns(ns, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/tap007/proxy_arp")
+
+    ch, w = K.channel(ctx), K.worker(ctx)
+    calls: list[str] = []
+
+    def spy(obj, name):
+        real = getattr(obj, name)
+
+        def wrapped(*a, **kw):
+            calls.append(name)
+            return real(*a, **kw)
+        setattr(obj, name, wrapped)
+    for name in ("request", "dump", "pipeline"):
+        spy(ch, name)
+    spy(w, "call")
+    try:
+        by_kind: dict[str, list[Step]] = {}
+        for steps in ports:
+            for s in steps:
+                by_kind.setdefault(s.op, []).append(s)
+        many = {op: handler(op).verify_many(steps, ctx) for op, steps in by_kind.items()}
+    finally:
+        for name in ("request", "dump", "pipeline"):
+            delattr(ch, name)
+        delattr(w, "call")
+    # links once per kind that needs them, routes once per family, proxies once
+    # (the kind's own dump is at most one per verify_many), sysctls in one call
+    assert calls.count("request") == 0 and calls.count("pipeline") == 0
+    assert calls.count("dump") <= 3 + 2 + 2 and calls.count("call") == 1
+    for op, steps in by_kind.items():
+        assert many[op] == [handler(op).verify(s, ctx) for s in steps], op
+    drift = sorted(d for per_step in many.values() for lines in per_step for d in lines)
+    assert drift == sorted([
+        "tap001: mtu is 1500, recorded 1450",
+        "tap002: missing",
+        "tap002: proxy NDP entry for fd98::2 is missing",
+        "tap002: sysctl ipv4/conf/{dev}/proxy_arp is missing",
+        "tap002: sysctl ipv6/conf/{dev}/proxy_ndp is missing",
+        "tap002: host route to 10.98.0.2 is missing",
+        "tap002: host route to fd98::2 is missing",
+        "tap003: host route to 10.98.0.3 is missing",
+        "tap004: proxy NDP entry for fd98::4 is missing",
+        "tap005: host route to 10.98.0.5 goes via another device",
+        "tap007: ipv4/conf/tap007/proxy_arp is 0, recorded 1",
+    ])
+
+
+def test_verify_many_builds_a_fresh_view_each_time(ctx, ipr):
+    steps = [step("tap", name=f"tap3{i:02d}", mac=None, mtu=None, multiqueue=False) for i in range(10)]
+    for s in steps:
+        apply(s, ctx)
+    h = handler("tap")
+    assert h.verify_many(steps, ctx) == [[]] * 10
+    ipr.link("del", index=ipr.link_lookup(ifname="tap300")[0])
+    assert h.verify_many(steps, ctx) == [["tap300: missing"]] + [[]] * 9
+    assert h.verify_many([], ctx) == []
+
+
 def test_routed_guest_pings_through_proxy_arp(ctx, ipr, ns, guest):
     """A routed veth guest: host routes + proxy ARP make the host reachable."""
     steps = [step("veth", name="tap15", peer="tin15", mtu=None, peer_netns=guest),
@@ -616,9 +706,11 @@ def test_one_socket_per_namespace_and_cleanup(ns):
         apply(step("tap", name="tap19", mac=None, mtu=None, multiqueue=False), c)
         apply(step("bridge", name="br19", mtu=None, shared=True), c)
         assert K.ipr(c) is K.ipr(c) and K.channel(c) is K.channel(c)
-        assert "ipr:" + ns in c._cache
+        assert c.ipr is K.ipr(c) and c.netlink is K.channel(c)
         w = K.worker(c)
-    assert c._cache == {} and w.q is None and not w.thread.is_alive()
+        assert c.worker is w
+    assert (c.ipr, c.netlink, c.worker) == (None, None, None)
+    assert w.q is None and not w.thread.is_alive()
 
 
 def test_missing_namespace_is_not_created():
@@ -637,15 +729,15 @@ def test_current_namespace_mode(ns):
         "import os, ctypes;"
         f"fd = os.open('/var/run/netns/{ns}', os.O_RDONLY);"
         "assert ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) == 0;"
-        "from vifwire.executors.base import HostContext, HANDLERS;"
-        "import vifwire.executors.kernel as K;"
+        "from vifwire.executors.base import HostContext;"
+        "from vifwire.executors.registry import handler;"
         "from vifwire.planner.plan import Step;"
         "c = HostContext();"
         "s = Step(op='tap', args={'name': 'tap20', 'mtu': 1400});"
-        "HANDLERS['tap'].apply(s, c);"
+        "handler('tap').apply(s, c);"
         "b = Step(op='bridge', args={'name': 'br20', 'shared': True});"
-        "HANDLERS['bridge'].apply(b, c);"
-        "assert HANDLERS['tap'].verify(s, c) == [] and HANDLERS['bridge'].verify(b, c) == [];"
+        "handler('bridge').apply(b, c);"
+        "assert handler('tap').verify(s, c) == [] and handler('bridge').verify(b, c) == [];"
         "c.close()"
     )
     import sys

@@ -4,8 +4,8 @@ A :class:`Binding` is what every later layer works from. It keeps two views:
 
 * ``vif`` - the binding as a Nova ``network_info`` VIF dict. Renderers read it
   so that their output can be compared with Nova's for the very same input.
-* ``spec`` - the typed, validated parameters for the vif_type (seed 004's
-  "required parameters"), which the planner reads. Anything the planner needs
+* ``spec`` - the typed, validated parameters for the vif_type (the "required parameters" of
+  docs/libvirt-rendering.md), which the planner reads. Anything the planner needs
   is in ``spec``; it never digs in raw dicts.
 """
 
@@ -25,7 +25,7 @@ class OvsSpec(_Spec):
 
     ``hybrid_plug``/``create_tap``/``port_filter`` are ``None`` when the
     binding does not say, so the planner can tell "absent" from "false" and
-    apply seed 004's automatic choice only when the binding is silent.
+    apply the generic driver's automatic choice (docs/architecture.md) only when the binding is silent.
     """
 
     kind: Literal["ovs"] = "ovs"
@@ -51,7 +51,7 @@ class BridgeSpec(_Spec):
 
 
 class TapSpec(_Spec):
-    """Unbridged routed TAP (vif_type ``tap``, seed 003)."""
+    """Unbridged routed TAP (vif_type ``tap``, docs/routed.md)."""
 
     kind: Literal["tap"] = "tap"
     mac: str | None = None

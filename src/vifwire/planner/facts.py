@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-#: libvirt learned ``<virtualport type="openvswitch">`` in 0.9.11 (seed 004).
+#: libvirt learned ``<virtualport type="openvswitch">`` in 0.9.11 (libvirt's formatdomain docs, "virtualport").
 LIBVIRT_VIRTUALPORT_MIN = (0, 9, 11)
 
 
@@ -18,7 +18,7 @@ class HostFacts:
     """Facts about the host a VIF is planned for.
 
     ``firewall``: host firewalling (security groups applied on the host) is
-    required. Seed 004: with OVS this forces the hybrid qbr/qvb/qvo wiring
+    required. With OVS this forces the hybrid qbr/qvb/qvo wiring
     unless the network already filters (``port_filter``).
     ``anti_spoof``: ``auto`` filters unless the binding says the back-end
     already filters; ``on``/``off`` force it.

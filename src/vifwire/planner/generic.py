@@ -1,7 +1,7 @@
-"""The generic VIF driver (seed 004): binding + host facts -> plan.
+"""The generic VIF driver (docs/architecture.md): binding + host facts -> plan.
 
 One function, :func:`plan`, replaces the per-plugin ``libvirt_vif_driver``
-setting that seed 004 complains about: the wiring is derived from the
+setting (one admin-chosen driver per network plugin): the wiring is derived from the
 binding's ``vif_type`` and details, and from facts about the host, never from
 admin configuration. Every decision is written into the plan's ``reason`` so
 an operator can see *why* a port was wired the way it was.
@@ -96,7 +96,7 @@ def _plan_libvirt(b: Binding, f: HostFacts, g: GuestOptions):
             steps.append(Step(op="master", args={"name": f"vlan{spec.vlan}", "master": spec.bridge}))
         return ("bridge", f"vif_type bridge: libvirt type=bridge on {spec.bridge}", steps, None)
     if isinstance(spec, TapSpec):
-        return ("routed-tap", "vif_type tap (seed 003): an unbridged tap that the host routes",
+        return ("routed-tap", "vif_type tap: an unbridged tap that the host routes",
                 [Step(op="tap", args={"name": dev, "mac": spec.mac, "mtu": mtu, "multiqueue": _mq(f, g)},
                       why="libvirt opens it with managed='no'")], None)
     if isinstance(spec, MacvtapSpec):
@@ -149,7 +149,7 @@ def _plan_ovs_libvirt(b: Binding, spec: OvsSpec, f: HostFacts, g: GuestOptions):
 
 
 def _choose_ovs(b: Binding, spec: OvsSpec, f: HostFacts) -> tuple[str, str]:
-    """Seed 004's decision, with modern binding details taking precedence."""
+    """The generic driver's OVS choice (firewall -> hybrid, old libvirt -> manual), binding details first."""
     if spec.hybrid_plug is True:
         return "hybrid", "binding sets ovs_hybrid_plug=true"
     if spec.hybrid_plug is None and f.firewall:
@@ -211,7 +211,7 @@ def _mq(f: HostFacts, g: GuestOptions) -> bool:
 
 
 # ----------------------------------------------------------------------------
-# LXD / LXC guests (seed 000): a tap/tin veth pair made before the container
+# LXD / LXC guests (docs/architecture.md, "Containers"): a tap/tin veth pair made before the container
 
 
 def _plan_lxd(b: Binding, f: HostFacts):
@@ -229,7 +229,7 @@ def _plan_lxd(b: Binding, f: HostFacts):
                                           "mac": b.mac, "mtu": mtu})])
     veth = Step(op="veth", args={"name": tap, "peer": tin, "mtu": mtu, "peer_netns": f.guest_netns,
                                 "peer_mac": b.mac},
-                why="seed 000: tap end on the host, tin end for the container, made before it exists")
+                why="tap end on the host, tin end for the container, made before it exists")
     if isinstance(spec, OvsSpec):
         choice, reason = _choose_ovs(b, spec, f)
         steps = _ovs_bridge_steps(spec, f)
@@ -252,7 +252,7 @@ def _plan_lxd(b: Binding, f: HostFacts):
 
 
 # ----------------------------------------------------------------------------
-# routing and anti-spoofing (seed 003)
+# routing and anti-spoofing (docs/routed.md)
 
 _ROUTED = {"routed-tap", "veth-routed"}
 _BRIDGED = {"bridge", "veth-bridge", "ovs-hybrid", "veth-ovs-hybrid"}

@@ -1,4 +1,4 @@
-"""LXD/Incus profile devices for a VIF, with nova-lxd's semantics (seed 000).
+"""LXD/Incus profile devices for a VIF, with nova-lxd's semantics (docs/architecture.md, "Containers").
 
 The device is keyed by the port's devname (``tapXXXXXXXX-XX``) so that it
 can be found again at detach time; it is a ``physical`` NIC whose parent is
@@ -53,7 +53,7 @@ def device_to_detach(devices: dict[str, dict[str, Any]], devname: str, mac: str)
 
     By devname first (current naming); otherwise the NIC whose ``hwaddr`` is
     the VIF's MAC, for devices made by versions that named them differently
-    (seed 000's upgrade fallback). ``None`` if neither matches.
+    (the fallback for NICs named by older drivers). ``None`` if neither matches.
     """
     if devname in devices:
         return devname

@@ -65,37 +65,16 @@ NA_ROUTER, NA_SOLICITED, NA_OVERRIDE = 0x80000000, 0x40000000, 0x20000000
 def run_in_netns(netns: str | None, fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn(*args)`` on a fresh thread inside ``netns`` (``None``: here).
 
-    The thread checks that it really is in the namespace before running
-    ``fn``: acting in the wrong namespace (the host's) must never happen.
+    The thread (:class:`vifwire.netlink.netns.NsWorker`) checks that it really
+    is in the namespace before running ``fn``: acting in the wrong namespace
+    (the host's) must never happen.
     """
     if netns is None:
         return fn(*args)
-    from vifwire.executors.nft import setns
+    from vifwire.netlink.netns import NsWorker
 
-    path = netns if "/" in netns else os.path.join("/var/run/netns", netns)
-    box: dict[str, Any] = {}
-
-    def worker() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                setns(fd)
-            finally:
-                os.close(fd)
-            want = os.stat(path).st_ino
-            have = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
-            if want != have:
-                raise RuntimeError(f"thread did not enter namespace {netns}")
-            box["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = exc
-
-    t = threading.Thread(target=worker, name=f"vifwire-in-{netns}", daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
+    with NsWorker(netns, name=f"vifwire-in-{netns}") as w:
+        return w.call(fn, *args)
 
 
 def sysctl_read(netns: str | None, key: str) -> str | None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vifwire.planner.plan import GuestConfig, Plan
+if TYPE_CHECKING:
+    from vifwire.planner.plan import GuestConfig, Plan
 
 
 @dataclass(frozen=True)

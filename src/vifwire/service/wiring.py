@@ -19,16 +19,18 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from vifwire.errors import UsageError
-from vifwire.model.binding import Binding
-from vifwire.planner.facts import HostFacts
-from vifwire.planner.plan import GuestConfig, Plan, StepKind
-from vifwire.renderers.options import GuestOptions
 from vifwire.service.locks import StateLock
 from vifwire.service.results import CheckResult, GarbageItem, GcResult, PortResult, UnplugResult
-from vifwire.store.base import Attachment, Store
+
+if TYPE_CHECKING:  # imported where used: `vifwire list` needs none of them and starts faster
+    from vifwire.model.binding import Binding
+    from vifwire.planner.facts import HostFacts
+    from vifwire.planner.plan import GuestConfig, Plan
+    from vifwire.renderers.options import GuestOptions
+    from vifwire.store.base import Attachment, Store
 
 log = logging.getLogger("vifwire.service")
 
@@ -158,6 +160,8 @@ class WiringService:
         return results
 
     def _wait_plugged(self, results: list[PortResult], timeout: float) -> None:
+        from vifwire.planner.plan import StepKind
+
         names = [s.args["name"] for r in results if r.ok for s in r.plan.steps if s.op == StepKind.OVS_PORT]
         if names:
             from vifwire.executors.ovs import wait_plugged
