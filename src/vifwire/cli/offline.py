@@ -26,7 +26,7 @@ def validate(file: Any, as_json: bool) -> None:
     if as_json:
         import json
 
-        click.echo(json.dumps([b.model_dump(mode="json") for b in bindings], indent=2))
+        click.echo(json.dumps([b.to_json() for b in bindings], indent=2))
     else:
         click.echo(f"{len(bindings)} port(s) valid", err=True)
 
@@ -90,7 +90,7 @@ def plan_cmd(file: Any, as_json: bool, **kw: Any) -> None:
     if as_json:
         import json
 
-        click.echo(json.dumps([p.model_dump(mode="json") for p in plans], indent=2))
+        click.echo(json.dumps([p.to_json() for p in plans], indent=2))
         return
     for p in plans:
         click.echo(f"port {p.port_id}  ({p.vif_type}, vnic {p.vnic_type}, {p.hypervisor})")

@@ -8,11 +8,12 @@ never more than what exists: a port is ``plugged`` only after its last step
 succeeded.
 
 Batching keeps a run of many ports at the kernel floor without changing any
-port's order: a handler with ``lead_batch`` (anti-spoofing, always a plan's
-first step, so a guest is never routed unfiltered) gets the leading steps of
-every port in one ``apply_many``; a ``deferrable`` handler (OVS ports, always
-last) gets the trailing ones after every port's kernel steps; ``verify_many``
-and ``remove_bulk`` let check and unplug read or change the host once per run.
+port's order: a ``batched`` handler (anti-spoofing: one nftables transaction)
+gets the step of every port that has reached it in one ``apply_many``, and
+the ports then go on (see :meth:`Wiring._apply_steps`); a ``deferrable``
+handler (OVS ports, always last) gets the trailing steps after every port's
+kernel steps; ``verify_many`` and ``remove_bulk`` let check and unplug read or
+change the host once per run.
 
 The engine is not thread-safe on its own; :class:`vifwire.service.WiringService`
 serialises calls per namespace and across processes.
@@ -53,7 +54,7 @@ class _Run:
     plan: Plan
     undos: list[tuple[Step, Callable[[], None]]] = field(default_factory=list)
     deferred: list[tuple[int, Step]] = field(default_factory=list)
-    first: int = 0  # index of the first step not applied by the lead batch
+    first: int = 0  # the next step to apply
     error: BaseException | None = None
 
 
@@ -83,7 +84,7 @@ class Wiring:
         before = {b.port_id: self.store.get(b.port_id) for b, _ in items}
         # Replug with a different plan: take the old wiring down first.
         stale = [a for (b, p), a in zip(items, before.values())
-                 if a is not None and a.plan.get("steps") != p.model_dump(mode="json")["steps"]]
+                 if a is not None and a.plan.get("steps") != [s.to_json() for s in p.steps]]
         if stale:
             self.unplug(stale)
             for a in stale:
@@ -91,12 +92,7 @@ class Wiring:
         self.store.put_many((self.row(b, p) for b, p in items), status="plugging")
         t1 = time.perf_counter()
         runs = [_Run(p) for _, p in items]
-        self._lead_batch(runs)
-        t2 = time.perf_counter()
-        for (b, _), run in zip(items, runs):
-            self._phase1(run)
-            if self.progress:
-                self.progress(b.port_id)
+        self._apply_steps(runs)
         t3 = time.perf_counter()
         self._phase2(runs)
         t4 = time.perf_counter()
@@ -123,32 +119,46 @@ class Wiring:
             self.store.delete(pid for pid in failed if before.get(pid) is None)
             for a in restore:
                 self.store.put_many([attachment_row(a)], status=a.status)
-        log.debug("plug of %d port(s): records %.1f ms, lead batch %.1f ms, steps %.1f ms, "
-                  "deferred batch %.1f ms, commit %.1f ms", len(items), (t1 - t0) * 1e3, (t2 - t1) * 1e3,
-                  (t3 - t2) * 1e3, (t4 - t3) * 1e3, (time.perf_counter() - t4) * 1e3)
+        log.debug("plug of %d port(s): records %.1f ms, steps %.1f ms, deferred batch %.1f ms, commit %.1f ms",
+                  len(items), (t1 - t0) * 1e3, (t3 - t1) * 1e3, (t4 - t3) * 1e3, (time.perf_counter() - t4) * 1e3)
         return results
 
-    def _lead_batch(self, runs: list[_Run]) -> None:
-        """Each port's leading ``lead_batch`` steps, all ports in one call per kind."""
-        by_op: dict[StepKind, list[tuple[_Run, int, Step]]] = {}
-        for run in runs:
-            for k, step in enumerate(run.plan.steps):
-                if not getattr(handler(step.op), "lead_batch", False):
-                    break
-                by_op.setdefault(step.op, []).append((run, k, step))
-                run.first = k + 1
-        self._batch(by_op)
+    def _apply_steps(self, runs: list[_Run]) -> None:
+        """Every port's steps in its own order, in waves.
 
-    def _phase1(self, run: _Run) -> None:
-        """Apply a port's remaining steps in order, leaving deferrable ones for phase 2."""
+        Each port runs its steps one by one until it reaches a ``batched``
+        step (anti-spoofing) or its end; then the ports waiting at a batched
+        step get it in one ``apply_many`` per kind, and the next wave goes on.
+        A port's order is never changed; only ports are interleaved, and
+        ports are independent transactions. Deferrable steps are collected
+        for :meth:`_phase2`.
+        """
+        waiting = list(runs)
+        while waiting:
+            at_batch: dict[StepKind, list[tuple[_Run, int, Step]]] = {}
+            for run in waiting:
+                k = self._advance(run)
+                if k is not None:
+                    step = run.plan.steps[k]
+                    at_batch.setdefault(step.op, []).append((run, k, step))
+                    run.first = k + 1
+                elif self.progress:
+                    self.progress(run.plan.port_id)
+            self._batch(at_batch)
+            waiting = [run for entries in at_batch.values() for run, _, _ in entries]
+
+    def _advance(self, run: _Run) -> int | None:
+        """Apply a port's steps from ``run.first`` up to its next batched step (returned) or its end."""
         if run.error is not None:
-            return
+            return None
         plan = run.plan
         self.ctx.port_id = plan.port_id
         try:
             for k in range(run.first, len(plan.steps)):
                 step = plan.steps[k]
                 h = handler(step.op)
+                if getattr(h, "batched", False):
+                    return k
                 if getattr(h, "deferrable", False):
                     run.deferred.append((k, step))
                     continue
@@ -159,6 +169,8 @@ class Wiring:
                     run.undos.append((step, undo))
         except Exception as exc:  # noqa: BLE001 - any failure must roll back
             run.error = exc
+        run.first = len(plan.steps)
+        return None
 
     def _phase2(self, runs: list[_Run]) -> None:
         """Deferrable steps (OVS ports) of all ports, one batch per kind.
@@ -216,7 +228,7 @@ class Wiring:
         transaction, one link-group delete). Returns problems (empty = all gone).
         """
         t0 = time.perf_counter()
-        plans = [a if isinstance(a, Plan) else Plan.model_validate(a.plan) for a in attachments]
+        plans = [a if isinstance(a, Plan) else Plan.from_json(a.plan) for a in attachments]
         problems: list[str] = []
         by_op: dict[StepKind, list[Step]] = {}
         for p in plans:
@@ -276,7 +288,7 @@ class Wiring:
         found: dict[str, list[tuple[int, list[str]]]] = {}
         by_op: dict[StepKind, list[tuple[str, int, Step]]] = {}
         for a in attachments:
-            plan = Plan.model_validate(a.plan)
+            plan = Plan.from_json(a.plan)
             drift[a.port_id] = []
             found[a.port_id] = []
             if a.status != "plugged":
@@ -318,7 +330,7 @@ class Wiring:
         """Things with vifwire's marks that no record owns (links, OVS ports, filters, routes)."""
         owned: dict[str, set] = {"links": set(), "ovs_ports": set(), "filters": set(), "routes": set()}
         for a in attachments:
-            for s in Plan.model_validate(a.plan).steps:
+            for s in Plan.from_json(a.plan).steps:
                 if s.op in LINK_KINDS:
                     owned["links"].add(s.args["name"])
                     if s.op == StepKind.VETH and not s.args.get("peer_netns"):
@@ -351,7 +363,7 @@ class Wiring:
         """The store row for a binding and its plan."""
         return {"port_id": b.port_id, "instance_id": b.instance_id, "vif_type": b.vif_type,
                 "devname": b.devname, "mac": b.mac, "netns": self.ctx.netns, "strategy": p.strategy,
-                "binding": b.model_dump(mode="json"), "plan": p.model_dump(mode="json"),
+                "binding": b.to_json(), "plan": p.to_json(),
                 "devices": p.devices()}
 
 

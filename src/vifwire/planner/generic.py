@@ -36,14 +36,12 @@ def plan(binding: Binding, facts: HostFacts | None = None, guest: GuestOptions |
     else:
         strategy, reason, steps, ovs_strategy = _plan_libvirt(binding, facts, guest)
     steps = steps + _security_steps(binding, facts, strategy)
-    p = Plan(
+    return Plan(
         port_id=binding.port_id, instance_id=binding.instance_id, devname=binding.devname,
         mac=binding.mac, vif_type=binding.vif_type, vnic_type=binding.vnic_type,
         hypervisor=facts.hypervisor, strategy=strategy, reason=reason, steps=steps,
+        guest=render_guest(binding, facts, guest, ovs_strategy) if render else None,
     )
-    if render:
-        p.guest = render_guest(binding, facts, guest, ovs_strategy)
-    return p
 
 
 def render_guest(binding: Binding, facts: HostFacts, guest: GuestOptions,

@@ -33,9 +33,9 @@ found by MAC (docs/architecture.md, "Containers").
 from __future__ import annotations
 
 from enum import StrEnum
+import copy
+from dataclasses import dataclass, field
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class StepKind(StrEnum):
@@ -61,12 +61,22 @@ class StepKind(StrEnum):
 LINK_KINDS = (StepKind.TAP, StepKind.VETH, StepKind.MACVTAP, StepKind.VLAN, StepKind.BRIDGE)
 
 
-class Step(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, slots=True)
+class Step:
     op: StepKind
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
     why: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.op, StepKind):  # from stored JSON or a caller's string
+            object.__setattr__(self, "op", StepKind(self.op))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": self.op.value, "args": copy.deepcopy(self.args), "why": self.why}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Step":
+        return cls(op=StepKind(data["op"]), args=dict(data.get("args") or {}), why=data.get("why") or "")
 
     def describe(self) -> str:
         main = self.args.get("name") or self.args.get("dev") or self.args.get("ifname") or ""
@@ -84,15 +94,28 @@ class Step(BaseModel):
         return f"{self.op} {main}{extra}".rstrip()
 
 
-class GuestConfig(BaseModel):
+@dataclass(frozen=True, slots=True)
+class GuestConfig:
     """The guest side: a libvirt ``<interface>`` (or ``<hostdev>``) or LXD devices."""
 
     kind: str  # "libvirt" | "lxd"
     xml: str | None = None
     devices: dict[str, dict[str, str]] | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "xml": self.xml, "devices": copy.deepcopy(self.devices)}
 
-class Plan(BaseModel):
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "GuestConfig":
+        return cls(kind=data["kind"], xml=data.get("xml"), devices=data.get("devices"))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Plan:
+    """Plain data (frozen dataclasses, no validation library): the planner made
+    it, and a stored one is read back with :meth:`from_json` on every unplug
+    and check, thousands at a time."""
+
     port_id: str
     instance_id: str | None = None
     devname: str
@@ -104,6 +127,22 @@ class Plan(BaseModel):
     reason: str
     steps: list[Step]
     guest: GuestConfig | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"port_id": self.port_id, "instance_id": self.instance_id, "devname": self.devname,
+                "mac": self.mac, "vif_type": self.vif_type, "vnic_type": self.vnic_type,
+                "hypervisor": self.hypervisor, "strategy": self.strategy, "reason": self.reason,
+                "steps": [s.to_json() for s in self.steps],
+                "guest": self.guest.to_json() if self.guest is not None else None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Plan":
+        guest = data.get("guest")
+        return cls(port_id=data["port_id"], instance_id=data.get("instance_id"), devname=data["devname"],
+                   mac=data["mac"], vif_type=data["vif_type"], vnic_type=data["vnic_type"],
+                   hypervisor=data["hypervisor"], strategy=data["strategy"], reason=data["reason"],
+                   steps=[Step.from_json(s) for s in data.get("steps") or []],
+                   guest=GuestConfig.from_json(guest) if guest else None)
 
     def devices(self) -> list[str]:
         """Kernel devices this plan creates (and therefore owns)."""

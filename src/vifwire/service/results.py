@@ -43,7 +43,7 @@ class PortResult:
     def to_json(self) -> dict[str, Any]:
         return {"port_id": self.port_id, "ok": self.ok, "strategy": self.strategy, "devices": self.devices,
                 "changed_steps": self.changed, "error": self.error,
-                "guest": self.guest.model_dump(mode="json") if self.guest else None}
+                "guest": self.guest.to_json() if self.guest else None}
 
 
 def summarise(results: list[PortResult]) -> dict[str, Counter]:

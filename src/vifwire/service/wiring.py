@@ -141,7 +141,7 @@ class WiringService:
         ``fail_at``: fault injection for tests (see the engine).
         """
         if instance:
-            bindings = [b.model_copy(update={"instance_id": instance}) for b in bindings]
+            bindings = [b.replace(instance_id=instance) for b in bindings]
         items = list(zip(bindings, plan_all(bindings, facts, guest)))
         return self.plug_plans(items, wait=wait, progress=progress, fail_at=fail_at)
 
