@@ -10,6 +10,17 @@ For every size N it bulk-loads N ports (one transaction), then times
 again (timing remove_port without and with ``hint=``), times add_port of an
 installed port unchanged (re-plug) and changed (new CIDR pair: read back +
 diff), and reads ``rule_path_length()``.
+
+    sudo .venv/bin/python bench/antispoof_bench.py --batch 1000 [--rounds 3]
+
+times the step handler's batch verbs, what a run of N routed ports costs
+(``vifwire.executors.firewall.AntiSpoofHandler``): ``apply_many`` of N new
+ports into an empty table (one transaction), ``verify_many`` of them (one
+read of the sets), ``apply_many`` again (a re-plug: nothing changes), and
+``remove_bulk`` (one transaction); next to them the per-port paths a run
+used to take: one transaction per port (``install_port``) and one
+``port_entries`` per port (three table listings each, timed on a sample of
+20 ports and scaled to N).
 """
 
 from __future__ import annotations
@@ -88,12 +99,53 @@ def run_size(asp: AntiSpoof, have: int, target: int, reps: int, bridged: bool) -
     }
 
 
+def run_batch(n: int, rounds: int) -> None:
+    from vifwire.executors.base import HostContext
+    from vifwire.executors.firewall import AntiSpoofHandler, anti_spoof
+    from vifwire.planner.plan import Step
+
+    def step(pf: PortFilter) -> Step:
+        return Step(op="antispoof", args={"ifname": pf.ifname, "mac": pf.mac, "ipv4": pf.ipv4, "ipv6": pf.ipv6,
+                                          "pairs": [{"ip": ip, "mac": m} for ip, m in pf.allowed_pairs],
+                                          "bridged": pf.bridged})
+
+    h = AntiSpoofHandler()
+    cols: dict[str, list[float]] = {}
+    for r in range(rounds):
+        with sandbox("asbatch") as ns, HostContext(netns=ns) as ctx:
+            anti = anti_spoof(ctx)
+            anti.ensure()
+            pfs = [port(i) for i in range(n)]
+            steps = [step(pf) for pf in pfs]
+            got = {
+                "apply_many (new)": timed(lambda: h.apply_many(steps, ctx)),
+                "verify_many": timed(lambda: h.verify_many(steps, ctx)),
+                "apply_many (re-plug)": timed(lambda: h.apply_many(steps, ctx)),
+                "remove_bulk": timed(lambda: h.remove_bulk(steps, ctx)),
+                "per port: install_port x N": timed(lambda: [anti.install_port(pf) for pf in pfs]),
+                "per port: port_entries x N": timed(lambda: [anti.port_entries(pf.ifname) for pf in pfs[:20]])
+                * n / 20,
+            }
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in got.items()), file=sys.stderr)
+        for k, v in got.items():
+            cols.setdefault(k, []).append(v)
+    print(f"anti-spoof step handler, {n} routed ports, median of {rounds} round(s)")
+    for k, v in cols.items():
+        med = statistics.median(v)
+        print(f"  {k:<28} {med * 1e3:>10.1f} ms  {med * 1e3 / n:>7.3f} ms/port")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10,100,1000,2000,5000")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--bridged", action="store_true", help="bridge-family ports")
+    ap.add_argument("--batch", type=int, metavar="N", help="time the step handler's batch verbs for N ports")
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args(argv)
+    if a.batch:
+        run_batch(a.batch, a.rounds)
+        return 0
     sizes = sorted(int(x) for x in a.sizes.split(","))
     rows = []
     with sandbox("asbench") as ns, Nft(ns) as nft:

@@ -16,6 +16,17 @@ created beforehand with pyroute2, not timed; the host end is plugged).
 
 ``--db-only`` SIGSTOPs ovs-vswitchd around add/del, timing just this client
 and ovsdb-server (the floor of this layer, free of kernel device work).
+
+``--client ovsdbapp`` runs the same plug/unplug through ovsdbapp 3.0 (the
+library os-vif and Neutron use: the ``ovs`` IDL, here monitoring only the four
+tables vifwire needs, which is its best case), as os-vif writes it: one
+transaction of ``add_port`` + ``db_set`` per port, one of ``del_port`` per
+port. Its transactions wait for ovs-vswitchd themselves (``cur_cfg``, the
+ofports of new interfaces), so only ``applied`` and ``del-applied`` are
+comparable (and ``--db-only`` does not apply). ``connect`` is a fresh
+connection's initial sync with the N ports present (the replica vs the IDL).
+See docs/ovs.md, "Why not ovsdbapp / the ovs IDL". ovsdbapp is not a vifwire
+dependency: ``.venv/bin/pip install ovsdbapp==3.0.0`` for this comparison.
 """
 
 from __future__ import annotations
@@ -99,6 +110,48 @@ def run_once(c: OvsdbClient, names: list[str], kind: str) -> dict[str, float]:
     return {"add": t1 - t0, "applied": t2 - t0, "del": t3 - t2, "del-applied": t4 - t2}
 
 
+def connect_time(endpoint: str, client: str) -> float:
+    t0 = time.perf_counter()
+    if client == "ovsdbapp":
+        api = _ovsdbapp(endpoint)
+        t = time.perf_counter() - t0
+        api.ovsdb_connection.stop()
+        return t
+    OvsdbClient(endpoint, timeout=30).close()
+    return time.perf_counter() - t0
+
+
+def _ovsdbapp(endpoint: str):
+    from ovsdbapp.backend.ovs_idl import connection
+    from ovsdbapp.schema.open_vswitch import impl_idl
+
+    idl = connection.OvsdbIdl.from_server(endpoint, "Open_vSwitch",
+                                          helper_tables=("Open_vSwitch", "Bridge", "Port", "Interface"))
+    conn = connection.Connection(idl=idl, timeout=1800)
+    conn.start()  # returns once the IDL has its initial replica
+    return impl_idl.OvsdbIdl(conn)
+
+
+def run_once_ovsdbapp(api, names: list[str], kind: str) -> dict[str, float]:
+    """os-vif's plug and unplug (os_vif/internal/ovsdb/ovsdb_lib.py), N ports per transaction."""
+    itype = "internal" if kind == "internal" else ""
+    t0 = time.perf_counter()
+    with api.transaction(check_error=True) as txn:
+        for i, n in enumerate(names):
+            txn.add(api.add_port("br-int", n))
+            cols = [("external_ids", _ext(i)), ("mtu_request", 1450)]
+            if itype:
+                cols.append(("type", itype))
+            txn.add(api.db_set("Interface", n, *cols))
+            txn.add(api.db_set("Port", n, ("tag", 1)))
+    t1 = time.perf_counter()
+    with api.transaction(check_error=True) as txn:
+        for n in names:
+            txn.add(api.del_port(n, bridge="br-int", if_exists=True))
+    t2 = time.perf_counter()
+    return {"applied": t1 - t0, "del-applied": t2 - t1}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[200, 1000])
@@ -106,8 +159,13 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", nargs="+", default=["internal", "veth"], choices=["internal", "veth"])
     ap.add_argument("--db-only", action="store_true",
                     help="pause ovs-vswitchd: time only this client + ovsdb-server")
+    ap.add_argument("--client", choices=["vifwire", "ovsdbapp"], default="vifwire")
     args = ap.parse_args(argv)
+    if args.client == "ovsdbapp" and args.db_only:
+        ap.error("ovsdbapp's transactions wait for ovs-vswitchd: no --db-only")
     keys = ("add", "del") if args.db_only else ("add", "applied", "del", "del-applied")
+    if args.client == "ovsdbapp":
+        keys = ("applied", "del-applied")
 
     with netns.sandbox("bench") as ns, PrivateOVS().start(ns) as ovs:
         ovs.add_bridge("br-int")
@@ -122,11 +180,26 @@ def main(argv=None) -> int:
                     names = _make_veths(ns, n)
                 else:
                     names = [f"bti{i}" for i in range(n)]
+                # ovsdbapp: a fresh connection per size (one kept across sizes
+                # while another connected and stopped was seen to hang its
+                # next transaction)
+                api = _ovsdbapp(ovs.endpoint) if args.client == "ovsdbapp" else None
                 try:
-                    if args.db_only:
+                    if api is not None:
+                        runs = [run_once_ovsdbapp(api, names, kind) for _ in range(args.runs)]
+                        api.ovsdb_connection.stop()
+                    elif args.db_only:
                         runs = [run_db_only(c, ovs, names, kind) for _ in range(args.runs)]
                     else:
                         runs = [run_once(c, names, kind) for _ in range(args.runs)]
+                    if kind == "internal" and not args.db_only:  # a fresh connection with N ports there
+                        c.add_ports([OvsPortSpec("br-int", nm, "internal", _ext(i)) for i, nm in enumerate(names)])
+                        c.wait_applied(names, timeout=1800)
+                        conn = connect_time(ovs.endpoint, args.client)
+                        c.del_ports(names)
+                        c.wait_cfg(timeout=1800)
+                        print(f"  {args.client} connect + initial sync with {n} ports: {conn * 1e3:.1f} ms",
+                              flush=True)
                 finally:
                     if kind == "veth":
                         _del_veths(ns, names)

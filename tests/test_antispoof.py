@@ -23,8 +23,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from vifwire.errors import HostError
 from vifwire.executors.antispoof import ALL_REASONS, AntiSpoof, PortFilter, eui64_link_local
-from vifwire.executors.nft import Nft, NftError, setns
+from vifwire.executors.nft import Nft, NftError
+from vifwire.netlink.netns import setns
 from vifwire.sandbox import netns
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
@@ -833,6 +835,82 @@ def test_add_port_idempotent_update_and_family_switch():
             asp.add_port(PortFilter("tap2", "02:98:00:00:01:02", ["fd98::1"], []))
         asp.remove_tables()
         assert asp.ports() == set()
+
+
+def test_handler_batches_one_transaction_each_and_names_failing_ports(monkeypatch):
+    """The antispoof step handler: a run's ports go in ONE nft transaction
+    (apply_many), a port nft or validation refuses fails alone and is named,
+    check reads the sets once for all ports (verify_many, same drift lines as
+    before), unplug is one transaction (remove_bulk)."""
+    from vifwire.executors.base import HostContext
+    from vifwire.executors.firewall import AntiSpoofHandler
+    from vifwire.planner.plan import Step
+
+    def step(i: int, **kw) -> Step:
+        args = {"ifname": f"tb{i:04d}", "mac": f"02:98:02:00:{i >> 8:02x}:{i & 0xFF:02x}",
+                "ipv4": [f"10.98.{i >> 8}.{i & 0xFF}"], "ipv6": [f"fd98::2:{i:x}"],
+                "pairs": [{"ip": f"10.99.{i}.0/24", "mac": None}] if i % 5 == 0 else [], "bridged": i % 3 == 0}
+        return Step(op="antispoof", args={**args, **kw})
+
+    runs: list[str] = []
+    orig = Nft.run_text
+
+    def counting(self, text, **kw):
+        runs.append(text)
+        return orig(self, text, **kw)
+
+    h = AntiSpoofHandler()
+    assert h.batched is True
+    with sandbox("asb") as ns, HostContext(netns=ns) as ctx:
+        steps = [step(i) for i in range(60)]
+        h.apply_many(steps[:1], ctx)  # creates the tables
+        monkeypatch.setattr(Nft, "run_text", counting)
+        out = h.apply_many(steps[1:], ctx)
+        assert all(callable(u) for u in out) and len(runs) == 1, (out[:2], len(runs))
+
+        # a re-plug changes nothing and owns no undo; a bad port fails alone
+        bad_mac = step(100, mac="01:00:5e:00:00:01")
+        too_long = step(101, ifname="\u00e9" * 15)  # 15 characters, 30 bytes: nft refuses it
+        fresh = [step(i) for i in range(60, 70)]
+        out = h.apply_many(steps[:5] + [bad_mac] + fresh + [too_long], ctx)
+        assert out[:5] == [None] * 5
+        assert isinstance(out[5], HostError) and "tb0100" in str(out[5]) and "multicast" in str(out[5])
+        assert all(callable(u) for u in out[6:16])
+        assert isinstance(out[16], HostError) and "\u00e9" in str(out[16])
+
+        runs.clear()
+        assert h.verify_many(steps + fresh, ctx) == [[]] * 70
+        assert all(t.startswith('{"nftables":[{"list":{"set"') for t in runs) and len(runs) <= 7, runs
+
+        # drift, each kind reported exactly as the per-port check did
+        nft = ctx.nft
+        nft.run_text('delete element inet vifwire vif_ifaces { "tb0001" }')
+        nft.run_text('delete element arp vifwire allow_mac { "tb0002" . 02:98:02:00:00:02 }')
+        nft.run_text('delete element inet vifwire ports { "tb0004" }')
+        nft.run_text('delete element bridge vifwire vif_ifaces { "tb0003" }')
+        nft.run_text('delete element bridge vifwire allow_mac { "tb0003" . 02:98:02:00:00:03 }')
+        got = h.verify_many(steps[:6] + [step(999), step(7, mac="nope")], ctx)
+        assert got == [
+            [],
+            ["anti-spoofing for tb0001 (inet): interface is not guarded"],
+            ["anti-spoofing for tb0002 (arp): MAC 02:98:02:00:00:02 not allowed"],
+            ["anti-spoofing for tb0003 (bridge): MAC 02:98:02:00:00:03 not allowed",
+             "anti-spoofing for tb0003 (bridge): interface is not guarded"],
+            ["anti-spoofing entries for tb0004 are missing"],
+            [],
+            ["anti-spoofing entries for tb0999 are missing"],
+            [f"{step(7).describe()}: cannot verify: invalid MAC address 'nope'"],
+        ], got
+        # a re-plug repairs it; an undo removes exactly its port
+        h.apply_many(steps[:6], ctx)
+        assert h.verify_many(steps[:6], ctx) == [[]] * 6
+        out[6]()
+        assert h.verify_many(fresh[:2], ctx) == [["anti-spoofing entries for tb0060 are missing"], []]
+
+        runs.clear()
+        h.remove_bulk(steps + fresh[1:], ctx)
+        assert len(runs) == 1
+        assert AntiSpoof(nft).ports() == set()
 
 
 def test_rule_path_length_constant_with_2000_ports():

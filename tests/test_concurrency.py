@@ -34,7 +34,7 @@ RTPROT_VIFWIRE = 158
 
 
 def port(i: int) -> dict:
-    return {"id": f"c0ffee00-0000-4000-8000-{i:012x}", "mac_address": f"fa:16:3e:c0:{i >> 8:02x}:{i & 255:02x}",
+    return {"id": f"{i:08x}-c0fe-4000-8000-00000000c0fe", "mac_address": f"fa:16:3e:c0:{i >> 8:02x}:{i & 255:02x}",
             "network_id": "4c1e6a0d-0000-4000-8000-0000000000cc",
             "fixed_ips": [{"subnet_id": "s4", "ip_address": f"10.100.{i // 200}.{i % 200 + 1}"},
                           {"subnet_id": "s6", "ip_address": f"fd97::{i:x}"}],

@@ -608,6 +608,18 @@ def test_bulk_plug_and_unplug_one_transaction_each(host, monkeypatch):
     assert len(calls["add_ports"]) == 1 and len(calls["add_ports"][0]) == n, calls["add_ports"]
     names = {ovs_port_of(p)["name"] for _, p in its}
     assert names <= set(ovs.vsctl("list-ports", "br-int").split())
+    # check reads OVSDB once for all ports (verify_many), not once per port
+    reads = {"port_states": 0, "bridge_names": 0}
+    for meth in reads:
+        orig = getattr(OvsdbClient, meth)
+
+        def counted(self, *a, _orig=orig, _m=meth, **kw):
+            reads[_m] += 1
+            return _orig(self, *a, **kw)
+
+        monkeypatch.setattr(OvsdbClient, meth, counted)
+    assert Wiring(ctx, store).check(store.all()) == {p.port_id: [] for _, p in its}
+    assert reads == {"port_states": 1, "bridge_names": 1}, reads
     assert Wiring(ctx, store).unplug(store.all()) == []
     assert len(calls["del_ports"]) == 1 and set(calls["del_ports"][0]) == names, calls["del_ports"]
     # unplug returned only once ovs-vswitchd had applied the removal

@@ -326,14 +326,12 @@ def test_two_guests_ping_through_private_ovs(ovs_client):
 
 
 def test_fast_json_parser_matches_stdlib_on_any_chunking():
-    """The stdlib-backed replacement for ovs.json.Parser splits a stream of
-    back-to-back JSON-RPC messages exactly, however it is chunked."""
+    """The stdlib-backed parser vifwire's connection reads with splits a
+    stream of back-to-back JSON-RPC messages exactly, however it is chunked."""
     import json
     import random
 
-    import ovs.json
-
-    from vifwire.executors.ovsdb import _FastJsonParser
+    from vifwire.executors.ovsdb import FastJsonParser
 
     rnd = random.Random(7)
     msgs = [
@@ -352,16 +350,40 @@ def test_fast_json_parser_matches_stdlib_on_any_chunking():
                     break
                 n = rnd.randint(1, 6000)
                 inp, pos = stream[pos:pos + n], pos + n
-            parser = parser or _FastJsonParser()
+            parser = parser or FastJsonParser()
             inp = inp[parser.feed(inp):]
             if parser.is_done():
                 out.append(parser.finish())
                 parser = None
         assert out == msgs
-    if ovs.json.PARSER == ovs.json.PARSER_PY:
-        assert ovs.json.Parser is _FastJsonParser
+    assert FastJsonParser().finish() == "empty input stream"  # an error string, like ovs.json.Parser
+
+
+def test_fast_json_is_scoped_to_vifwire_connection(ovs_client, monkeypatch):
+    """The ``ovs`` library's own parser is not replaced process-wide (other
+    users of the library, e.g. ovsdbapp, keep theirs); vifwire's connection
+    reads with the fast one."""
+    import ovs.json
+
+    from vifwire.executors import ovsdb as ovsdb_mod
+
+    assert ovs.json.Parser is not ovsdb_mod.FastJsonParser
     assert ovs.json.from_string("[1, 2]") == [1, 2]
     assert isinstance(ovs.json.from_string('{"a":'), str)  # error string, like ovs
+    if not ovsdb_mod.FAST_JSON:
+        pytest.skip("the ovs library has its C parser (or VIFWIRE_OVS_FAST_JSON=0)")
+    fed = []
+    orig = ovsdb_mod.FastJsonParser.feed
+
+    def spy(self, s):
+        fed.append(len(s))
+        return orig(self, s)
+
+    monkeypatch.setattr(ovsdb_mod.FastJsonParser, "feed", spy)
+    ns, ovs_, c = ovs_client
+    c.ensure_bridge("br-json")
+    assert c.bridge_exists("br-json") and fed, "the client's replies were not read with FastJsonParser"
+    assert c.del_bridge("br-json") is True
 
 
 def test_bulk_states_raw_transact_and_del_bridge(ovs_client):

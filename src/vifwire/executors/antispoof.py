@@ -84,6 +84,18 @@ new port is ONE transaction with no read before it; an unchanged re-plug and
 a remove with ``hint=`` are O(1) too (``ports_fp`` probe); only a *changed*
 re-plug and a remove without hint list vifwire's sets (O(ports)).
 
+Batches
+-------
+A run of many ports is ONE transaction too (:meth:`AntiSpoof.install_ports`,
+:meth:`AntiSpoof.remove_ports`): every port's elements of a set go in one
+``add element`` (``delete element``) command, so the transaction has ~20
+commands whatever the number of ports (libnftables parses and evaluates
+each command; 1000 ports' elements cost a third of 1000 ports' commands).
+The transaction is all-or-nothing (nftables wiki, "Atomic rule
+replacement"); which port made it fail is not reported, so a failed batch is
+narrowed down as :meth:`AntiSpoof.install_ports` describes. ``check`` reads
+the few sets it needs once for all ports (:class:`GuardView`).
+
 Single writer: the read-then-write paths assume one vifwire process
 manipulates these tables at a time (the executor's lock).
 """
@@ -94,6 +106,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -172,6 +185,23 @@ class PortFilter:
 # ---------------------------------------------------------------------------
 # address helpers
 # ---------------------------------------------------------------------------
+#
+# A plug of many ports computes every port's elements (``_want``) in one go,
+# so this is the per-port hot path: addresses are handled as (version, int,
+# prefix length) triples. Plain addresses, by far the common case, are parsed
+# with a strict regex (IPv4) or ``inet_pton`` (IPv6, hex-and-colon text only)
+# and printed with ``inet_ntop``; ``ipaddress`` is used only where these fast
+# paths do not provably give its answer (CIDRs, addresses with a prefix,
+# scoped or IPv4-embedding text, ranges that need collapsing), so what is
+# accepted and how it is canonicalised is exactly ``ipaddress``'s.
+
+_Net = tuple[int, int, int]  # (version, network address as int, prefix length)
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: dotted quad without leading zeros: exactly the text ipaddress accepts and prints
+_V4_TEXT = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_V6_CHARS = frozenset("0123456789abcdefABCDEF:")
+_MAX_PLEN = {4: 32, 6: 128}
 
 
 def norm_mac(mac: str) -> str:
@@ -183,101 +213,195 @@ def norm_mac(mac: str) -> str:
     return m
 
 
-def eui64_link_local(mac: str) -> ipaddress.IPv6Address:
-    """fe80::/64 + modified EUI-64 interface id derived from ``mac``."""
+def _eui64_int(mac: str) -> int:
+    """fe80::/64 + modified EUI-64 interface id of ``mac`` (RFC 4291 appendix A), as an int."""
     b = bytes(int(x, 16) for x in norm_mac(mac).split(":"))
     iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:6]
-    return ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + iid)
+    return (0xFE80 << 112) | int.from_bytes(iid, "big")
 
 
-def _host(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    # "10.0.0.5" or "10.0.0.5/24" (an interface address): the host address
-    return ipaddress.ip_interface(addr.strip()).ip
+def eui64_link_local(mac: str) -> ipaddress.IPv6Address:
+    """fe80::/64 + modified EUI-64 interface id derived from ``mac``."""
+    return ipaddress.IPv6Address(_eui64_int(mac))
 
 
-def _net(addr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(addr.strip(), strict=False)
+def _parse_addr(text: str) -> tuple[int, int] | None:
+    """(version, int) of a plain address via the fast paths, None when unsure."""
+    if _V4_TEXT.fullmatch(text):
+        a, b, c, d = text.split(".")
+        return 4, (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+    if ":" in text and len(text) <= 39 and _V6_CHARS.issuperset(text):
+        try:
+            return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+        except OSError:
+            return None  # ipaddress says why
+    return None
 
 
-def _ip_elem(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Any:
-    if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+def _host(addr: str) -> tuple[int, int]:
+    """``ipaddress.ip_interface(addr).ip`` as (version, int): "10.0.0.5" or
+    "10.0.0.5/24" (an interface address) both give the host address."""
+    s = addr.strip()
+    fast = _parse_addr(s)
+    if fast is not None:
+        return fast
+    ip = ipaddress.ip_interface(s).ip
+    return ip.version, int(ip)
+
+
+def _net(addr: str) -> _Net:
+    """``ipaddress.ip_network(addr, strict=False)`` as a triple (pairs may be CIDRs)."""
+    s = addr.strip()
+    fast = _parse_addr(s)
+    if fast is not None:
+        return fast[0], fast[1], _MAX_PLEN[fast[0]]
+    n = ipaddress.ip_network(s, strict=False)
+    return n.version, int(n.network_address), n.prefixlen
+
+
+def _text(version: int, v: int) -> str:
+    """The address as ``str(ipaddress.ip_address(v))`` prints it."""
+    if version == 4:
+        return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
+    if (v >> 32) in (0, 0xFFFF):
+        # ::a.b.c.d and ::ffff:a.b.c.d: glibc prints these dotted, ipaddress does not
+        return str(ipaddress.IPv6Address(v))
+    return socket.inet_ntop(socket.AF_INET6, v.to_bytes(16, "big"))
+
+
+def _collapse(version: int, nets: list[_Net]) -> list[_Net]:
+    """``ipaddress.collapse_addresses`` of the ``version`` networks in ``nets``.
+
+    Host addresses that are not siblings (2k, 2k+1) collapse to themselves,
+    sorted: that needs no ipaddress objects. Anything else (a CIDR, two
+    adjacent hosts, which collapse into a /31 or /127) goes to ipaddress.
+    """
+    full = _MAX_PLEN[version]
+    mine = [n for n in nets if n[0] == version]
+    if all(n[2] == full for n in mine):
+        vals = sorted({n[1] for n in mine})
+        if not any(b == a + 1 and not a & 1 for a, b in zip(vals, vals[1:])):
+            return [(version, v, full) for v in vals]
+    objs = (ipaddress.ip_network((n[1], n[2])) if version == 4 else ipaddress.IPv6Network((n[1], n[2]))
+            for n in mine)
+    return [(version, int(n.network_address), n.prefixlen) for n in ipaddress.collapse_addresses(objs)]
 
 
 def _hex128(v: int) -> str:
     return f"0x{v:032x}"
 
 
-def _nd_elem(net: ipaddress.IPv6Network) -> Any:
-    lo = int(net.network_address)
-    if net.prefixlen == 128:
-        return _hex128(lo)
-    return {"range": [_hex128(lo), _hex128(int(net.broadcast_address))]}
-
-
 def _cat(*xs: Any) -> dict:
     return {"concat": list(xs)}
 
 
-def _is_host(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    return net.prefixlen == net.max_prefixlen
+def _ip_parts(n: _Net) -> tuple[Any, str]:
+    """(JSON element, canonical key text) of an address set's address part."""
+    text = _text(n[0], n[1])
+    key = f"{text}/{n[2]}"  # str(ipaddress.ip_network(...)), what _canon gives
+    if n[2] == _MAX_PLEN[n[0]]:
+        return text, key
+    return {"prefix": {"addr": text, "len": n[2]}}, key
+
+
+def _nd_parts(n: _Net) -> tuple[Any, str]:
+    """(JSON element, canonical key text) of an ``allow_nd*`` set's target part."""
+    lo = _hex128(n[1])
+    if n[2] == 128:
+        return lo, lo
+    hi = _hex128(n[1] | ((1 << (128 - n[2])) - 1))
+    return {"range": [lo, hi]}, f"{lo}-{hi}"
+
+
+_MAYBE_CANON = frozenset("0123456789abcdefxABCDEFX.:/")
+
+
+def _ifname_key(ifname: str) -> str:
+    """``_key(ifname)`` (JSON text of its canonical form), cheaply.
+
+    :func:`_canon` reads any string that parses as an address as one; an
+    interface name made only of hex digits, dots, colons and slashes might,
+    so those take the exact path (they are rare: ``tap...`` never does).
+    """
+    if _MAYBE_CANON.issuperset(ifname):
+        return json.dumps(_canon(ifname))
+    return json.dumps(ifname)
 
 
 def _want(pf: PortFilter) -> dict[str, dict[str, list]]:
-    """Everything ``pf`` needs installed: family -> set name -> JSON elements."""
+    """Everything ``pf`` needs installed: family -> set name -> JSON elements.
+
+    Raises ValueError for an invalid interface name, MAC or address. The
+    ``ports_fp`` fingerprint is computed from canonical keys built alongside
+    the elements, so no element is parsed back.
+    """
     ifname = pf.ifname
     if not isinstance(ifname, str) or not _IFNAME_RE.match(ifname):
         raise ValueError(f"invalid interface name {ifname!r}")
     mac = norm_mac(pf.mac)
-    by_mac: dict[str, list] = {mac: []}
+    by_mac: dict[str, list[_Net]] = {mac: []}
     for a in pf.ipv4:
-        ip = _host(a)
-        if ip.version != 4:
+        ver, v = _host(a)
+        if ver != 4:
             raise ValueError(f"{ifname}: {a!r} in ipv4 is not an IPv4 address")
-        by_mac[mac].append(ipaddress.ip_network(ip))
+        by_mac[mac].append((4, v, 32))
     for a in pf.ipv6:
-        ip = _host(a)
-        if ip.version != 6:
+        ver, v = _host(a)
+        if ver != 6:
             raise ValueError(f"{ifname}: {a!r} in ipv6 is not an IPv6 address")
-        by_mac[mac].append(ipaddress.ip_network(ip))
+        by_mac[mac].append((6, v, 128))
     for pair in pf.allowed_pairs:
         if isinstance(pair, str):
             pair = (pair, None)
         ip_or_cidr, pmac = pair[0], (pair[1] if len(pair) > 1 else None)
         m = norm_mac(pmac) if pmac else mac
         by_mac.setdefault(m, []).append(_net(ip_or_cidr))
-    v4: list = []
-    v6: list = []
+    ik = _ifname_key(ifname)
+    # (element, key) per set; a key is _key(element): json.dumps of the
+    # canonical concat, written out by hand (every part but the ifname is
+    # plain ASCII that JSON does not escape)
+    host4: list = []
+    net4: list = []
+    host6: list = []
+    net6: list = []
+    nd: list = []
+    nd_net: list = []
     for m in sorted(by_mac):
         # every MAC that may send gets its EUI-64 link-local (as Neutron does)
-        nets = by_mac[m] + [ipaddress.ip_network(eui64_link_local(m))]
+        nets = by_mac[m] + [(6, _eui64_int(m), 128)]
         # pipapo (concatenated interval) sets reject overlapping elements:
         # collapse per MAC so host addresses inside a pair CIDR disappear.
-        v4 += [(m, n) for n in ipaddress.collapse_addresses(x for x in nets if x.version == 4)]
-        v6 += [(m, n) for n in ipaddress.collapse_addresses(x for x in nets if x.version == 6)]
+        for n in _collapse(4, nets):
+            el, k = _ip_parts(n)
+            (host4 if n[2] == 32 else net4).append((_cat(ifname, m, el), f'[{ik}, "{m}", "{k}"]'))
+        for n in _collapse(6, nets):
+            el, k = _ip_parts(n)
+            (host6 if n[2] == 128 else net6).append((_cat(ifname, m, el), f'[{ik}, "{m}", "{k}"]'))
+            el, k = _nd_parts(n)
+            (nd if n[2] == 128 else nd_net).append((_cat(ifname, m, el), f'[{ik}, "{m}", "{k}"]'))
+    macs = [(_cat(ifname, m), f'[{ik}, "{m}"]') for m in sorted(by_mac)]
     out: dict[str, dict[str, list]] = {}
+    body: dict[str, dict[str, list[str]]] = {}
     for fam in pf.families():
         sets: dict[str, list] = {}
         for reason in REASONS[fam]:
-            sets[f"drop_{reason}"] = [ifname]
-        sets["allow_mac"] = [_cat(ifname, m) for m in sorted(by_mac)]
+            sets[f"drop_{reason}"] = [(ifname, ik)]
+        sets["allow_mac"] = macs
         # host addresses go to hash sets (O(1) insert and lookup); only CIDR
         # pairs go to the interval (pipapo) sets, whose insert and lookup
         # cost grows with their size
-        sets["allow_v4"] = [_cat(ifname, m, _ip_elem(n)) for m, n in v4 if _is_host(n)]
-        sets["allow_v4_net"] = [_cat(ifname, m, _ip_elem(n)) for m, n in v4 if not _is_host(n)]
+        sets["allow_v4"] = host4
+        sets["allow_v4_net"] = net4
         if "allow_v6" in ADDR_SETS[fam]:
-            sets["allow_v6"] = [_cat(ifname, m, _ip_elem(n)) for m, n in v6 if _is_host(n)]
-            sets["allow_v6_net"] = [
-                _cat(ifname, m, _ip_elem(n)) for m, n in v6 if not _is_host(n)
-            ]
-            sets["allow_nd"] = [_cat(ifname, m, _nd_elem(n)) for m, n in v6 if _is_host(n)]
-            sets["allow_nd_net"] = [_cat(ifname, m, _nd_elem(n)) for m, n in v6 if not _is_host(n)]
-        sets["vif_ifaces"] = [ifname]  # the dispatch element last
-        out[fam] = {k: v for k, v in sets.items() if v}
+            sets["allow_v6"] = host6
+            sets["allow_v6_net"] = net6
+            sets["allow_nd"] = nd
+            sets["allow_nd_net"] = nd_net
+        sets["vif_ifaces"] = [(ifname, ik)]  # the dispatch element last
+        out[fam] = {k: [e for e, _ in v] for k, v in sets.items() if v}
+        body[fam] = {k: sorted(key for _, key in v) for k, v in sets.items() if v}
     reg = out.setdefault(REGISTRY_FAMILY, {})
-    reg["ports_fp"] = [_cat(ifname, _fingerprint(out))]
+    reg["ports_fp"] = [_cat(ifname, _digest(body))]
     reg["ports"] = [ifname]
     return out
 
@@ -489,7 +613,8 @@ class AntiSpoof:
         self.nft.run({"nftables": cmds})
         self._ensured = True
 
-    def _ensure_once(self) -> None:
+    def ensure(self) -> None:
+        """:meth:`ensure_tables` once per :class:`AntiSpoof` (the install paths call it)."""
         if not self._ensured:
             self.ensure_tables()
 
@@ -528,24 +653,138 @@ class AntiSpoof:
         wants: dict[str, dict[str, dict[str, list]]] = {}
         for pf in pfs:
             wants[pf.ifname] = _want(pf)  # validates; the last one of an ifname wins
-        if not wants:
+        if wants:
+            self.ensure()
+            self._converge(wants, maybe_new=True)
+
+    def install_port(self, pf: PortFilter) -> bool:
+        """Install ``pf`` as :meth:`add_port` does; True if the port was new.
+
+        A plug owns an undo only for a port it created (False: it was there,
+        now reconciled with ``pf``). Raises ValueError (invalid ``pf``) or
+        :class:`~vifwire.executors.nft.NftError`.
+        """
+        want = _want(pf)
+        self.ensure()
+        return self._install_one(pf.ifname, want)
+
+    def install_ports(self, pfs: list[PortFilter]) -> list[bool | Exception]:
+        """Install many ports in ONE nft transaction; per port, what :meth:`install_port` says.
+
+        One outcome per ``pfs`` entry, same order: True (new: the caller owns
+        an undo), False (was installed: reconciled, nothing to undo) or the
+        exception that failed that port (ValueError for an invalid filter,
+        :class:`~vifwire.executors.nft.NftError`).
+
+        The common case, all ports new, is one ``create``-guarded transaction
+        with no read before it (module doc, "O(1) plug"). If it fails with
+        EEXIST, the ``ports`` registry is read once to split new from
+        installed ports: the new ones go in one transaction, the installed
+        ones are reconciled together (:meth:`add_ports`' steps 2-3). Any other
+        failure of a batch (nft refusing one port's elements) falls back to one
+        transaction per port, so the failing port is the one that fails and
+        the others still go in. A port named twice is installed once in the
+        batch, then again on its own (the later filter wins, as with
+        :meth:`add_port` called in order).
+        """
+        out: list[bool | Exception | None] = [None] * len(pfs)
+        wants: dict[int, dict[str, dict[str, list]]] = {}
+        first: dict[str, int] = {}
+        again: list[int] = []
+        for i, pf in enumerate(pfs):
+            try:
+                wants[i] = _want(pf)
+            except ValueError as exc:
+                out[i] = exc
+                continue
+            if pf.ifname in first:
+                again.append(i)
+            else:
+                first[pf.ifname] = i
+        if wants:
+            try:
+                self.ensure()
+            except NftError as exc:
+                return [exc if o is None else o for o in out]
+        self._install_batch(pfs, list(first.values()), wants, out)
+        for i in again:
+            self._install_guarded(pfs[i].ifname, wants[i], out, i)
+        return out  # type: ignore[return-value]  # every slot is filled
+
+    def _install_batch(self, pfs: list[PortFilter], idx: list[int],
+                       wants: dict[int, dict[str, dict[str, list]]], out: list) -> None:
+        if len(idx) <= 1:
+            self._install_each(pfs, idx, wants, out)
             return
-        self._ensure_once()
-        # 1. all new
-        cmds = [c for w in wants.values() for c in self._add_cmds(w, registry="create")]
         try:
-            self.nft.run({"nftables": _sentinels_first(cmds)})
+            self.nft.run({"nftables": _add_cmds([wants[i] for i in idx], registry="create")})
+        except NftError as exc:
+            if not _is_eexist(exc):
+                self._install_each(pfs, idx, wants, out)
+                return
+        else:
+            for i in idx:
+                out[i] = True
             return
+        # some are installed already (a re-plug): split by the registry, one read
+        try:
+            have = {_elem_val(e) for e in self._list_set(REGISTRY_FAMILY, "ports")}
+        except NftError:
+            self._install_each(pfs, idx, wants, out)
+            return
+        new = [i for i in idx if pfs[i].ifname not in have]
+        old = [i for i in idx if pfs[i].ifname in have]
+        if new:
+            try:
+                self.nft.run({"nftables": _add_cmds([wants[i] for i in new], registry="create")})
+                for i in new:
+                    out[i] = True
+            except NftError:
+                self._install_each(pfs, new, wants, out)
+        if old:
+            try:
+                self._converge({pfs[i].ifname: wants[i] for i in old}, maybe_new=False)
+                for i in old:
+                    out[i] = False
+            except NftError:
+                self._install_each(pfs, old, wants, out)
+
+    def _install_each(self, pfs: list[PortFilter], idx: list[int],
+                      wants: dict[int, dict[str, dict[str, list]]], out: list) -> None:
+        for i in idx:
+            self._install_guarded(pfs[i].ifname, wants[i], out, i)
+
+    def _install_guarded(self, ifname: str, want: dict[str, dict[str, list]], out: list, i: int) -> None:
+        try:
+            out[i] = self._install_one(ifname, want)
+        except (NftError, AntiSpoofError) as exc:
+            out[i] = exc
+
+    def _install_one(self, ifname: str, want: dict[str, dict[str, list]]) -> bool:
+        try:
+            self.nft.run({"nftables": _add_cmds([want], registry="create")})
+            return True
         except NftError as exc:
             if not _is_eexist(exc):
                 raise
+        self._converge({ifname: want}, maybe_new=False)  # was there: reconcile, nothing to undo
+        return False
+
+    def _converge(self, wants: dict[str, dict[str, dict[str, list]]], maybe_new: bool) -> None:
+        """Steps 1-3 of :meth:`add_port` for many ports, each one transaction."""
+        # 1. all new
+        if maybe_new:
+            try:
+                self.nft.run({"nftables": _add_cmds(wants.values(), registry="create")})
+                return
+            except NftError as exc:
+                if not _is_eexist(exc):
+                    raise
         # 2. new or unchanged: probe the fingerprints inside the batch
-        cmds = []
-        for w in wants.values():
-            fp = w[REGISTRY_FAMILY]["ports_fp"]
-            cmds.append(_elem_cmd("delete", REGISTRY_FAMILY, "ports_fp", fp))
-            cmds.append(_elem_cmd("add", REGISTRY_FAMILY, "ports_fp", fp))
-            cmds += self._add_cmds(w, registry="add")
+        fps = [e for w in wants.values() for e in w[REGISTRY_FAMILY]["ports_fp"]]
+        cmds = [_elem_cmd("delete", REGISTRY_FAMILY, "ports_fp", fps),
+                _elem_cmd("add", REGISTRY_FAMILY, "ports_fp", fps),
+                *_add_cmds(wants.values(), registry="add")]
         try:
             self.nft.run({"nftables": cmds})
             return
@@ -553,20 +792,21 @@ class AntiSpoof:
             if not (_is_enoent(exc) or _is_eexist(exc)):
                 raise
         # 3. reconcile the ports whose fingerprint differs with what is installed
-        fps = {_key(e) for e in self._list_set(REGISTRY_FAMILY, "ports_fp")}
-        changed = {n for n, w in wants.items() if _key(w[REGISTRY_FAMILY]["ports_fp"][0]) not in fps}
+        have_fps = {_key(e) for e in self._list_set(REGISTRY_FAMILY, "ports_fp")}
+        changed = {n for n, w in wants.items() if _key(w[REGISTRY_FAMILY]["ports_fp"][0]) not in have_fps}
         have_all = self._entries_many(changed)
-        deletes: list[dict] = []
-        adds: list[dict] = []
+        deletes: list[dict[str, dict[str, list]]] = []
+        adds: list[dict[str, dict[str, list]]] = []
         for ifname, want in wants.items():
             if ifname not in changed:
-                adds += self._add_cmds(want, registry="add")  # re-add = repair
+                adds.append(want)  # re-add = repair
                 continue
             have = have_all.get(ifname, {})
-            deletes += self._delete_cmds(_diff(have, want))
-            adds += self._add_cmds(_diff(want, have), registry="add")
-        if deletes or adds:
-            self.nft.run({"nftables": deletes + adds})
+            deletes.append(_diff(have, want))
+            adds.append(_diff(want, have))
+        cmds = _delete_cmds(deletes) + _add_cmds(adds, registry="add")
+        if cmds:
+            self.nft.run({"nftables": cmds})
 
     def remove_port(self, ifname: str, hint: PortFilter | None = None) -> None:
         """Remove exactly ``ifname``'s elements (one transaction); absent = no error.
@@ -581,46 +821,33 @@ class AntiSpoof:
         self.remove_ports([ifname], {ifname: hint} if hint else None)
 
     def remove_ports(self, ifnames: Iterable[str], hints: dict[str, PortFilter] | None = None) -> None:
-        """:meth:`remove_port` for many ports in one transaction (gc)."""
+        """:meth:`remove_port` for many ports in ONE transaction (unplug, gc).
+
+        Elements are grouped per set across ports, so the transaction has one
+        ``delete element`` command per set, whatever the number of ports.
+        """
         names = set(ifnames)
         if not names:
             return
         hints = {n: pf for n, pf in (hints or {}).items() if n in names and pf.ifname == n}
         if hints:
-            cmds = [c for pf in hints.values() for c in self._delete_cmds(_want(pf))]
+            dels = [_want(pf) for pf in hints.values()]
             rest = names - set(hints)
             if rest:
-                cmds += [c for h in self._entries_many(rest).values() for c in self._delete_cmds(h)]
+                dels += self._entries_many(rest).values()
             try:
-                self.nft.run({"nftables": cmds})
+                self.nft.run({"nftables": _delete_cmds(dels)})
                 return
-            except NftError as exc:
-                if not _is_enoent(exc):
-                    raise
-            # a hint did not match what is installed: do it the long way
-        cmds = [c for h in self._entries_many(names).values() for c in self._delete_cmds(h)]
+            except NftError:
+                # A hint did not match what is installed (ENOENT; with misses
+                # in several sets the kernel's error replies, each echoing its
+                # request, can overflow libnftables' socket and surface as
+                # ENOBUFS instead): nothing was applied, do it the long way,
+                # which deletes exactly what is listed.
+                pass
+        cmds = _delete_cmds(self._entries_many(names).values())
         if cmds:
             self.nft.run({"nftables": cmds})
-
-    @staticmethod
-    def _add_cmds(want: dict[str, dict[str, list]], registry: str = "add") -> list[dict]:
-        """``add element`` commands; ``registry`` is the verb for the ``ports`` element."""
-        cmds: list[dict] = []
-        for fam, sets in want.items():
-            for sname, elems in sets.items():
-                if elems:
-                    verb = registry if (fam == REGISTRY_FAMILY and sname == "ports") else "add"
-                    cmds.append(_elem_cmd(verb, fam, sname, elems))
-        return cmds
-
-    @staticmethod
-    def _delete_cmds(have: dict[str, dict[str, list]]) -> list[dict]:
-        return [
-            _elem_cmd("delete", fam, sname, [_elem_val(e) for e in elems])
-            for fam, sets in have.items()
-            for sname, elems in sets.items()
-            if elems
-        ]
 
     # -- queries -----------------------------------------------------------
     def _list_table(self, fam: str) -> dict[str, dict]:
@@ -680,6 +907,10 @@ class AntiSpoof:
         for fam in FAMILIES:
             out.update(_elem_val(e) for e in self._list_set(fam, "vif_ifaces"))
         return out
+
+    def guard_view(self, families: Iterable[str] = FAMILIES) -> GuardView:
+        """A :class:`GuardView` of ``families``' tables, read now (check time)."""
+        return GuardView(self, tuple(families))
 
     def port_entries(self, ifname: str) -> dict:
         """What is installed for ``ifname``: ``{}`` if nothing.
@@ -778,6 +1009,62 @@ class AntiSpoof:
         return best
 
 
+class GuardView:
+    """What vifwire's sets say about every port, read once: ``check`` of a run.
+
+    ``check`` asks per port: is it registered, which of its families hold
+    elements, is it guarded (``vif_ifaces``), is its MAC allowed
+    (``allow_mac``). Only those sets are listed, once each per view: the
+    ``ports`` registry plus ``vif_ifaces`` and ``allow_mac`` of each family
+    asked for (~40 ms for 1000 routed ports here, where listing the three
+    whole tables costs ~180 ms, most of it libnftables printing and Python
+    decoding address sets and counters; a check through
+    :meth:`AntiSpoof.port_entries` paid ~275 ms for every port: bench/antispoof_bench.py
+    ``--batch``). A port whose family has neither a
+    ``vif_ifaces`` nor an ``allow_mac`` element (drift) is looked up in that
+    family's whole table, listed at most once per view.
+    """
+
+    def __init__(self, anti: AntiSpoof, families: tuple[str, ...]):
+        self._anti = anti
+        self.registered: set[str] = {_elem_val(e) for e in anti._list_set(REGISTRY_FAMILY, "ports")}
+        self._guarded: dict[str, set[str]] = {}
+        self._macs: dict[str, dict[str, set[str]]] = {}
+        for fam in families:
+            self._guarded[fam] = {_elem_val(e) for e in anti._list_set(fam, "vif_ifaces")}
+            macs: dict[str, set[str]] = {}
+            for e in anti._list_set(fam, "allow_mac"):
+                ifname, mac = _elem_val(e)["concat"][:2]
+                macs.setdefault(ifname, set()).add(mac)
+            self._macs[fam] = macs
+        self._owners: dict[str, set[str]] = {}  # family -> ifnames with any non-registry element
+
+    def is_registered(self, ifname: str) -> bool:
+        """The port's ``ports`` element is there (what :meth:`AntiSpoof.port_entries` calls registered)."""
+        return ifname in self.registered
+
+    def has_family(self, ifname: str, fam: str) -> bool:
+        """The port has elements in ``fam``'s table besides the registry."""
+        if ifname in self._guarded[fam] or ifname in self._macs[fam]:
+            return True
+        owners = self._owners.get(fam)
+        if owners is None:
+            owners = self._owners[fam] = {
+                _elem_ifname(_elem_val(e))
+                for sname, st in self._anti._list_table(fam).items() if sname not in _REGISTRY_SETS
+                for e in st.get("elem", [])
+            }
+        return ifname in owners
+
+    def is_guarded(self, ifname: str, fam: str) -> bool:
+        """The port's ``vif_ifaces`` element in ``fam`` is there (its traffic is checked)."""
+        return ifname in self._guarded[fam]
+
+    def macs(self, ifname: str, fam: str) -> set[str]:
+        """The source MACs ``fam``'s table allows from the port."""
+        return self._macs[fam].get(ifname, set())
+
+
 # ---------------------------------------------------------------------------
 # element plumbing
 # ---------------------------------------------------------------------------
@@ -787,24 +1074,76 @@ def _elem_cmd(verb: str, fam: str, sname: str, elems: list) -> dict:
     return {verb: {"element": _obj(fam, name=sname, elem=elems)}}
 
 
-def _sentinels_first(cmds: list[dict]) -> list[dict]:
-    # the registry "create"s first, so a re-plug fails before anything else runs
-    return sorted(cmds, key=lambda c: "create" not in c)
+def _add_cmds(wants: Iterable[dict[str, dict[str, list]]], registry: str = "add") -> list[dict]:
+    """``add element`` commands for every port of ``wants``, ONE per set.
+
+    ``registry`` is the verb for the ``ports`` elements: ``create`` makes the
+    transaction fail with EEXIST (nothing applied) if any port is installed;
+    those commands come first so a re-plug fails before anything else runs.
+    Grouping per set keeps the transaction at ~20 commands whatever the
+    number of ports: libnftables parses and evaluates each command, and 1000
+    ports' elements cost a third as much as 1000 ports' commands.
+    """
+    by_set: dict[tuple[str, str], list] = {}
+    for want in wants:
+        for fam, sets in want.items():
+            for sname, elems in sets.items():
+                if elems:
+                    by_set.setdefault((fam, sname), []).extend(elems)
+    first: list[dict] = []
+    rest: list[dict] = []
+    for (fam, sname), elems in by_set.items():
+        if fam == REGISTRY_FAMILY and sname == "ports" and registry != "add":
+            first.append(_elem_cmd(registry, fam, sname, elems))
+        else:
+            rest.append(_elem_cmd("add", fam, sname, elems))
+    return first + rest
 
 
-def _fingerprint(want: dict[str, dict[str, list]]) -> str:
+def _delete_cmds(haves: Iterable[dict[str, dict[str, list]]]) -> list[dict]:
+    """``delete element`` commands for every port of ``haves`` (wanted or listed form), one per set."""
+    by_set: dict[tuple[str, str], list] = {}
+    for have in haves:
+        for fam, sets in have.items():
+            for sname, elems in sets.items():
+                if elems:
+                    by_set.setdefault((fam, sname), []).extend(_elem_val(e) for e in elems)
+    return [_elem_cmd("delete", fam, sname, elems) for (fam, sname), elems in by_set.items()]
+
+
+def _digest(body: dict[str, dict[str, list[str]]]) -> str:
     """Digest of everything a port wants installed, as a 128-bit key part.
 
-    Stored as ``ports_fp`` element ``<ifname> . <digest>``; typed ipv6_addr
-    only because nft 1.0.6's JSON cannot declare a raw 128-bit type.
+    ``body`` is family -> set -> sorted canonical keys (:func:`_key`) of the
+    port's elements, registry sets excluded. Stored as ``ports_fp`` element
+    ``<ifname> . <digest>``; typed ipv6_addr only because nft 1.0.6's JSON
+    cannot declare a raw 128-bit type (the kernel keeps the 16 bytes, so the
+    text form does not matter).
     """
-    body = {
-        fam: {k: sorted(_key(e) for e in v) for k, v in sets.items() if k not in _REGISTRY_SETS}
-        for fam, sets in want.items()
-    }
-    body = {fam: sets for fam, sets in body.items() if sets}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()[:16]
-    return str(ipaddress.IPv6Address(digest))
+    digest = hashlib.sha256(_body_json(body).encode()).digest()[:16]
+    return _text(6, int.from_bytes(digest, "big"))
+
+
+def _body_json(body: dict[str, dict[str, list[str]]]) -> str:
+    """``json.dumps(body, sort_keys=True)``, written out (cheaper: no encoder per key).
+
+    Valid because every key is printable ASCII (JSON text itself, see
+    :func:`_want`), so backslash and double quote are all that need escaping;
+    family and set names need none.
+    """
+    fams = []
+    for fam in sorted(body):
+        sets = body[fam]
+        # keys joined by NUL (which JSON text never holds raw), escaped in one
+        # go, NUL then turned into the list separator
+        inner = ", ".join(
+            f'"{name}": ["'
+            + "\0".join(sets[name]).replace("\\", "\\\\").replace('"', '\\"').replace("\0", '", "')
+            + '"]'
+            for name in sorted(sets)
+        )
+        fams.append(f'"{fam}": {{{inner}}}')
+    return "{" + ", ".join(fams) + "}"
 
 
 def _is_enoent(exc: NftError) -> bool:

@@ -1,101 +1,185 @@
 """The ``antispoof`` step: per-port anti-spoofing entries in vifwire's nft tables.
 
-The filter design lives in :mod:`vifwire.executors.antispoof`; this module
-adapts it to the step protocol. A port's entries go in one nftables
-transaction, so a plug either installs all of them or none; the undo removes
-exactly that port's entries.
+The filter design lives in :mod:`vifwire.executors.antispoof` (and
+docs/routed.md, "The nftables tables"); this module adapts it to the step
+protocol of :mod:`vifwire.executors.base`.
+
+Batches: the handler is ``batched``, so a plug hands every port's antispoof
+step to :meth:`AntiSpoofHandler.apply_many` at once (the engine runs each
+port's steps in order up to it, then all ports' in one call: each port keeps
+its own order, so "filter first" holds) and they go in ONE nftables
+transaction; unplug removes them in one transaction
+(:meth:`~AntiSpoofHandler.remove_bulk`); ``check`` reads vifwire's sets once
+for all ports (:meth:`~AntiSpoofHandler.verify_many`).
+A kernel transaction is all-or-nothing (nftables wiki, "Atomic rule
+replacement"), so each batch either installs every port's entries or none;
+a batch that fails is retried port by port, so the port at fault is the one
+that fails. The undo of a port removes exactly that port's entries.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
 from vifwire.errors import HostError
-from vifwire.executors import antispoof as _as
-from vifwire.executors.base import HostContext, Undo, register
+from vifwire.executors.antispoof import AntiSpoof, AntiSpoofError, GuardView, PortFilter, norm_mac
+from vifwire.executors.base import HostContext, Undo
 from vifwire.executors.nft import Nft, NftError
 from vifwire.planner.plan import Step
 
+log = logging.getLogger("vifwire.executors.firewall")
 
-def _anti(ctx: HostContext) -> _as.AntiSpoof:
-    key = f"antispoof:{ctx.netns}"
-    return ctx.get(key, lambda: _as.AntiSpoof(ctx.get(f"nft:{ctx.netns}", lambda: Nft(ctx.netns))))
+#: what a filter step can fail with (besides HostError)
+_FILTER_ERRORS = (NftError, ValueError, AntiSpoofError)
 
 
-def port_filter(step: Step) -> _as.PortFilter:
+def anti_spoof(ctx: HostContext) -> AntiSpoof:
+    """The handle's :class:`AntiSpoof` (and its nftables context), opened on first use."""
+    anti = ctx.antispoof
+    if anti is None:
+        with ctx.lock:
+            if ctx.antispoof is None:
+                if ctx.nft is None:
+                    ctx.nft = Nft(ctx.netns)
+                ctx.antispoof = AntiSpoof(ctx.nft)
+            anti = ctx.antispoof
+    return anti
+
+
+def port_filter(step: Step) -> PortFilter:
     a = step.args
-    return _as.PortFilter(ifname=a["ifname"], mac=a["mac"], ipv4=list(a.get("ipv4") or []),
-                          ipv6=list(a.get("ipv6") or []),
-                          allowed_pairs=[(p["ip"], p.get("mac")) for p in a.get("pairs") or []],
-                          bridged=bool(a.get("bridged")))
+    return PortFilter(ifname=a["ifname"], mac=a["mac"], ipv4=list(a.get("ipv4") or []),
+                      ipv6=list(a.get("ipv6") or []),
+                      allowed_pairs=[(p["ip"], p.get("mac")) for p in a.get("pairs") or []],
+                      bridged=bool(a.get("bridged")))
+
+
+def _error(ctx: HostContext, pf: PortFilter, exc: BaseException) -> HostError:
+    return HostError(ctx.port_id, f"antispoof {pf.ifname}", " ".join(str(exc).split())[:300])
+
+
+def _undo(anti: AntiSpoof, pf: PortFilter) -> Undo:
+    return lambda: anti.remove_port(pf.ifname, hint=pf)
 
 
 class AntiSpoofHandler:
+    #: The engine applies every port's antispoof step of a run in one
+    #: :meth:`apply_many` (each port's steps still run in the port's order).
+    batched = True
+
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
-        anti, pf = _anti(ctx), port_filter(step)
-        try:
-            created = _install(anti, pf)
-        except (NftError, ValueError, _as.AntiSpoofError) as exc:
-            raise HostError(ctx.port_id, f"antispoof {pf.ifname}", _short(exc))
-        if not created:
-            return None
-        return lambda: anti.remove_port(pf.ifname, hint=pf)
+        out = self.apply_many([step], ctx)[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def apply_many(self, steps: list[Step], ctx: HostContext) -> list[Undo | None | Exception]:
+        """Install every port's entries in ONE nft transaction.
+
+        One outcome per step, same order: an undo for a port that was new,
+        ``None`` for one that was installed already (reconciled with the
+        plan, which repairs drift; nothing to undo), or the
+        :class:`~vifwire.errors.HostError` that failed it (see
+        :meth:`AntiSpoof.install_ports` for how a failing batch is narrowed
+        down to the failing ports).
+        """
+        t0 = time.perf_counter()
+        pfs = [port_filter(s) for s in steps]
+        anti: AntiSpoof | None = None
+        with ctx.lock:
+            try:
+                anti = anti_spoof(ctx)
+                created = anti.install_ports(pfs)
+            except _FILTER_ERRORS as exc:  # nothing per port: the whole batch failed
+                created = [exc] * len(pfs)
+        results: list[Undo | None | Exception] = []
+        for pf, c in zip(pfs, created):
+            if isinstance(c, Exception):
+                results.append(c if isinstance(c, HostError) else _error(ctx, pf, c))
+            else:
+                results.append(_undo(anti, pf) if c and anti is not None else None)
+        if log.isEnabledFor(logging.DEBUG):
+            new = sum(1 for c in created if c is True)
+            bad = sum(1 for c in created if isinstance(c, Exception))
+            log.debug("antispoof apply_many: %d ports (%d new, %d already there, %d failed) in %.1f ms",
+                      len(pfs), new, len(pfs) - new - bad, bad, (time.perf_counter() - t0) * 1e3)
+        return results
 
     def remove(self, step: Step, ctx: HostContext) -> None:
         pf = port_filter(step)
-        _anti(ctx).remove_port(pf.ifname, hint=pf)
+        anti = anti_spoof(ctx)
+        with ctx.lock:
+            anti.remove_port(pf.ifname, hint=pf)
 
     def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
+        """Remove every port's entries in ONE nft transaction (absent is fine)."""
+        t0 = time.perf_counter()
         hints = {s.args["ifname"]: port_filter(s) for s in steps}
-        _anti(ctx).remove_ports(list(hints), hints)
+        anti = anti_spoof(ctx)
+        with ctx.lock:
+            anti.remove_ports(list(hints), hints)
+        log.debug("antispoof remove_bulk: %d ports in one transaction, %.1f ms",
+                  len(hints), (time.perf_counter() - t0) * 1e3)
 
     def verify(self, step: Step, ctx: HostContext) -> list[str]:
-        pf = port_filter(step)
-        entries = _anti(ctx).port_entries(pf.ifname)
-        if not entries or not entries.get("registered"):
-            return [f"anti-spoofing entries for {pf.ifname} are missing"]
-        out = []
-        fams = [f for f in pf.families() if f in entries]
-        if len(fams) != len(pf.families()):
-            out.append(f"anti-spoofing for {pf.ifname}: families {sorted(fams)}, recorded {sorted(pf.families())}")
-        for fam in fams:
-            macs = entries[fam].get("mac") or []
-            if _as.norm_mac(pf.mac) not in macs:
-                out.append(f"anti-spoofing for {pf.ifname} ({fam}): MAC {pf.mac} not allowed")
-            if not entries[fam].get("guarded"):
-                out.append(f"anti-spoofing for {pf.ifname} ({fam}): interface is not guarded")
+        return self.verify_many([step], ctx)[0]
+
+    def verify_many(self, steps: list[Step], ctx: HostContext) -> list[list[str]]:
+        """Drift lines per step, from ONE read of vifwire's sets for all of them.
+
+        Checked per port: registered, entries in each of its families, its
+        MAC allowed, the interface guarded. Raises (NftError) only when the
+        sets cannot be read at all.
+        """
+        t0 = time.perf_counter()
+        pfs = [port_filter(s) for s in steps]
+        families = sorted({f for pf in pfs for f in pf.families()})
+        anti = anti_spoof(ctx)
+        with ctx.lock:
+            view = anti.guard_view(families)
+            out = []
+            for step, pf in zip(steps, pfs):
+                try:
+                    out.append(_drift(view, pf))
+                except ValueError as exc:  # e.g. a recorded MAC that is not one
+                    out.append([f"{step.describe()}: cannot verify: {exc}"])
+        log.debug("antispoof verify_many: %d ports from one read of the sets, %.1f ms",
+                  len(pfs), (time.perf_counter() - t0) * 1e3)
         return out
 
 
-def _install(anti: _as.AntiSpoof, pf: _as.PortFilter) -> bool:
-    """Install; True if the port was new (so the plug owns an undo)."""
-    want = _as._want(pf)
-    anti._ensure_once()
-    fast = anti._add_cmds(want, registry="create")
-    try:
-        anti.nft.run({"nftables": _as._sentinels_first(fast)})
-        return True
-    except NftError as exc:
-        if not _as._is_eexist(exc):
-            raise
-    anti.add_port(pf)  # already there: reconcile (repairs drift), nothing to undo
-    return False
-
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
+def _drift(view: GuardView, pf: PortFilter) -> list[str]:
+    n = pf.ifname
+    if not view.is_registered(n):
+        return [f"anti-spoofing entries for {n} are missing"]
+    out = []
+    want = pf.families()
+    fams = [f for f in want if view.has_family(n, f)]
+    if len(fams) != len(want):
+        out.append(f"anti-spoofing for {n}: families {sorted(fams)}, recorded {sorted(want)}")
+    for fam in fams:
+        if norm_mac(pf.mac) not in view.macs(n, fam):
+            out.append(f"anti-spoofing for {n} ({fam}): MAC {pf.mac} not allowed")
+        if not view.is_guarded(n, fam):
+            out.append(f"anti-spoofing for {n} ({fam}): interface is not guarded")
+    return out
 
 
 # ---------------------------------------------------------------------- gc
 
 def garbage(ctx: HostContext, owned: dict[str, set[str]]) -> list[dict[str, str]]:
-    try:
-        ports = _anti(ctx).ports()
-    except NftError:
-        return []
+    """Filter entries of interfaces no record owns (``vifwire gc``)."""
+    anti = anti_spoof(ctx)
+    with ctx.lock:
+        try:
+            ports = anti.ports()
+        except NftError:
+            return []
     return [{"kind": "filter", "name": n} for n in sorted(ports) if n not in owned["filters"]]
 
 
 def remove_garbage(ctx: HostContext, items: list[dict[str, str]]) -> None:
-    _anti(ctx).remove_ports([i["name"] for i in items])
-
-
-register("antispoof", AntiSpoofHandler())
+    anti = anti_spoof(ctx)
+    with ctx.lock:
+        anti.remove_ports([i["name"] for i in items])

@@ -1,16 +1,16 @@
 """Minimal binding to libnftables' JSON API (``libnftables.so.1``) via ctypes.
 
-No ``nft`` subprocess: commands are JSON documents handed to
-``nft_run_cmd_from_buffer`` on a libnftables context.
+No ``nft`` subprocess: commands are JSON documents (libnftables-json(5))
+handed to ``nft_run_cmd_from_buffer`` on a libnftables context.
 
 Namespaces: libnftables talks netlink from the *calling thread*, and a netlink
 socket belongs to the network namespace its creator was in when it was opened.
-``setns(CLONE_NEWNET)`` only moves the calling thread, so every :class:`Nft`
-owns one dedicated worker thread. When ``netns`` is given, that thread enters
-``/var/run/netns/<netns>`` *before* creating the libnftables context, and every
-command is executed on it (handed over through a queue). The caller's own
-threads never change namespace. ``netns=None`` means the namespace the worker
-thread inherits, i.e. the process' current one.
+So every :class:`Nft` runs on one :class:`~vifwire.netlink.netns.NsWorker`
+thread (vifwire's one namespace runner): that thread enters the namespace
+before the libnftables context is created, and every command runs on it. The
+caller's own threads never change namespace. ``netns=None`` means the
+namespace the process is in (still on a thread of its own: one context, one
+thread).
 
 A context is not thread-safe; the single worker serialises all commands.
 """
@@ -20,11 +20,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import os
-import queue
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from vifwire.netlink.netns import NsWorker
 
 # include/nftables/libnftables.h
 NFT_CTX_DEFAULT = 0
@@ -98,11 +98,15 @@ class _Context:
 
     def __init__(self) -> None:
         self.lib = _load()
+        self.flags = NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE | NFT_CTX_OUTPUT_NUMERIC_PRIO
+        self.ctx = None
+        self._open()
+
+    def _open(self) -> None:
         ctx = self.lib.nft_ctx_new(NFT_CTX_DEFAULT)
         if not ctx:
             raise NftError("nft_ctx_new failed")
         self.ctx = ctx
-        self.flags = NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE | NFT_CTX_OUTPUT_NUMERIC_PRIO
         self.lib.nft_ctx_output_set_flags(ctx, self.flags)
         if self.lib.nft_ctx_buffer_output(ctx) or self.lib.nft_ctx_buffer_error(ctx):
             self.free()
@@ -116,72 +120,22 @@ class _Context:
         finally:
             if extra_flags:
                 self.lib.nft_ctx_output_set_flags(self.ctx, self.flags)
-        out = self.lib.nft_ctx_get_output_buffer(self.ctx) or b""
-        err = self.lib.nft_ctx_get_error_buffer(self.ctx) or b""
-        return rc, out.decode(errors="replace"), err.decode(errors="replace")
+        out = (self.lib.nft_ctx_get_output_buffer(self.ctx) or b"").decode(errors="replace")
+        err = (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode(errors="replace")
+        if rc != 0 and "No buffer space available" in err:
+            # The kernel's replies overflowed the context's netlink socket
+            # (ENOBUFS: several failed commands of a big batch, each error
+            # echoing its request); libnftables returns with the rest still
+            # queued, and the next command would read those as its own
+            # ("cache initialization failed: Protocol error"). Start afresh.
+            self.free()
+            self._open()
+        return rc, out, err
 
     def free(self) -> None:
         if self.ctx:
             self.lib.nft_ctx_free(self.ctx)
             self.ctx = None
-
-
-_STOP = object()
-
-CLONE_NEWNET = 0x40000000
-_libc: ctypes.CDLL | None = None
-
-
-def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
-    """``setns(2)`` for the calling thread (``os.setns`` is Python >= 3.12)."""
-    fn = getattr(os, "setns", None)
-    if fn is not None:
-        fn(fd, nstype)
-        return
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-        _libc.setns.restype = ctypes.c_int
-    if _libc.setns(fd, nstype) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def _worker(netns: str | None, q: queue.Queue, ready: queue.Queue) -> None:
-    """Body of an :class:`Nft` worker thread: enter ``netns``, then serve ``q``."""
-    ctx: _Context | None = None
-    try:
-        if netns is not None:
-            path = os.path.join("/var/run/netns", netns)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                raise NftError(f"cannot open network namespace {netns!r}: {exc}") from exc
-            try:
-                setns(fd, CLONE_NEWNET)
-            except OSError as exc:
-                raise NftError(f"cannot enter network namespace {netns!r}: {exc}") from exc
-            finally:
-                os.close(fd)
-        # after setns: the context's netlink socket is opened in ``netns``
-        ctx = _Context()
-    except BaseException as exc:  # hand any startup failure to the caller
-        ready.put(exc if isinstance(exc, Exception) else NftError(str(exc)))
-        return
-    ready.put(None)
-    try:
-        while True:
-            item = q.get()
-            if item is _STOP:
-                return
-            fn, reply = item
-            try:
-                reply.put((True, fn(ctx)))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                reply.put((False, exc))
-    finally:
-        ctx.free()
 
 
 class Nft:
@@ -194,38 +148,29 @@ class Nft:
     def __init__(self, netns: str | None = None, *, timeout: float = 300.0):
         self.netns = netns
         self.timeout = timeout
-        self._q: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()
         self._closed = False
-        ready: queue.Queue = queue.Queue(maxsize=1)
-        # the worker gets no reference to self, so an unclosed Nft can still
-        # be garbage collected (its __del__ then stops the worker)
-        self._thread = threading.Thread(
-            target=_worker,
-            args=(netns, self._q, ready),
-            name=f"nft-{netns or 'current'}",
-            daemon=True,
-        )
-        self._thread.start()
-        err = ready.get()
-        if err is not None:
-            self._thread.join()
+        try:
+            self._worker = NsWorker(netns, thread=True, name=f"nft-{netns or 'current'}", timeout=timeout)
+        except (OSError, RuntimeError) as exc:
             self._closed = True
-            raise err
+            verb = "open" if isinstance(exc, FileNotFoundError) else "enter"
+            raise NftError(f"cannot {verb} network namespace {netns!r}: {exc}") from exc
+        try:
+            # created on the worker, after it entered the namespace: the
+            # context's netlink socket is opened there
+            self._ctx: _Context = self._worker.call(_Context)
+        except BaseException:
+            self._closed = True
+            self._worker.close()
+            raise
 
     def _call(self, fn: Callable[[_Context], Any]) -> Any:
         if self._closed:
             raise NftError("Nft context is closed")
-        reply: queue.Queue = queue.Queue(maxsize=1)
-        with self._lock:
-            self._q.put((fn, reply))
-            try:
-                ok, value = reply.get(timeout=self.timeout)
-            except queue.Empty:
-                raise NftError(f"libnftables did not answer within {self.timeout}s") from None
-        if ok:
-            return value
-        raise value
+        try:
+            return self._worker.call(fn, self._ctx)
+        except TimeoutError:
+            raise NftError(f"libnftables did not answer within {self.timeout}s") from None
 
     # -- API --------------------------------------------------------------
     def run_text(self, text: str, *, terse: bool = False) -> str:
@@ -263,8 +208,10 @@ class Nft:
         if self._closed:
             return
         self._closed = True
-        self._q.put(_STOP)
-        self._thread.join(timeout=self.timeout)
+        try:
+            self._worker.call(_Context.free, self._ctx)
+        finally:
+            self._worker.close()
 
     def __enter__(self) -> Nft:
         return self
@@ -274,6 +221,11 @@ class Nft:
 
     def __del__(self) -> None:  # best effort; close() is the real API
         try:
+            worker = getattr(self, "_worker", None)
+            if worker is not None and worker.thread is threading.current_thread():
+                self._closed = True  # collected on its own worker: it cannot wait for itself
+                worker.close()
+                return
             self.close()
         except Exception:  # noqa: BLE001
             pass

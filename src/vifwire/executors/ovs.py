@@ -1,7 +1,9 @@
 """Open vSwitch steps (``ovs_bridge``, ``ovs_port``) over native OVSDB.
 
-One long-lived :class:`~vifwire.executors.ovsdb.OvsdbClient` per endpoint and
-:class:`HostContext` (``ctx.get("ovsdb:<endpoint>")``); no ``ovs-vsctl``.
+One long-lived :class:`~vifwire.executors.ovsdb.OvsdbClient` per
+:class:`HostContext` (``ctx.ovsdb_client``, on the endpoint ``ctx.ovsdb``);
+no ``ovs-vsctl``. OVSDB is the protocol of RFC 7047; the tables and columns
+are those of ``ovs-vswitchd.conf.db(5)``. See docs/ovs.md.
 
 Both handlers are *deferrable*: the engine runs every kernel step of every
 port of a run first and then hands all ``ovs_bridge`` steps, then all
@@ -17,7 +19,9 @@ port of a run first and then hands all ``ovs_bridge`` steps, then all
   OVS did not create fails its plug (and is rolled back); the plug never
   waits past ``ctx.ovs_timeout``;
 * unplug removes all ports of the run in one transaction
-  (:meth:`OvsPortHandler.remove_bulk`) and waits for ovs-vswitchd once.
+  (:meth:`OvsPortHandler.remove_bulk`) and waits for ovs-vswitchd once;
+* ``check`` compares all ports (bridges) of the run with one read of the
+  client's replica (:meth:`OvsPortHandler.verify_many`).
 
 Failures:
 
@@ -42,11 +46,13 @@ is on it by then (checked by an OVSDB ``wait`` in the same transaction).
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vifwire.errors import HostError
-from vifwire.executors.base import HostContext, Undo, register
+from vifwire.executors.base import HostContext, Undo
 from vifwire.executors.ovsdb import (
     OvsApplyError,
     OvsdbClient,
@@ -57,6 +63,8 @@ from vifwire.executors.ovsdb import (
 from vifwire.planner.generic import OVS_OWNER_KEY
 from vifwire.planner.plan import Step
 
+log = logging.getLogger("vifwire.executors.ovs")
+
 #: After ovsdb-server was found unreachable in a run, further calls of the
 #: same run try to reconnect for this long only (seconds).
 DOWN_RETRY_TIMEOUT = 0.2
@@ -66,75 +74,47 @@ DOWN_RETRY_TIMEOUT = 0.2
 # connection
 
 
-def _key(ctx: HostContext) -> str:
-    return "ovsdb:" + (ctx.ovsdb or "")
-
-
-def _down_key(ctx: HostContext) -> str:
-    return "ovsdb-down:" + (ctx.ovsdb or "")
-
-
 def _timeout(ctx: HostContext) -> float:
-    """The timeout for the next OVSDB call of this run."""
-    if ctx._cache.get(_down_key(ctx)):
+    """The timeout for the next OVSDB call on this handle."""
+    if ctx.ovsdb_down:
         return min(ctx.ovs_timeout, DOWN_RETRY_TIMEOUT)
     return ctx.ovs_timeout
 
 
 def client(ctx: HostContext) -> OvsdbClient:
-    """The run's OVSDB client (connects on first use)."""
+    """The handle's OVSDB client (connects on first use, and again after a close)."""
     if not ctx.ovsdb:
         raise HostError(ctx.port_id, "ovsdb", "no OVSDB endpoint configured (--ovsdb / VIFWIRE_OVSDB)")
-    c = ctx._cache.get(_key(ctx))
-    if c is not None and not getattr(c, "_closed", False):
+    c = ctx.ovsdb_client
+    if c is not None and not c.closed:
         return c
-    try:
-        c = OvsdbClient(ctx.ovsdb, timeout=_timeout(ctx))
-    except OvsdbUnavailable:
-        ctx._cache[_down_key(ctx)] = True
-        raise
-    c.timeout = ctx.ovs_timeout
-    ctx._cache[_key(ctx)] = c
-    return c
+    with ctx.lock:
+        c = ctx.ovsdb_client
+        if c is not None and not c.closed:
+            return c
+        try:
+            c = OvsdbClient(ctx.ovsdb, timeout=_timeout(ctx))
+        except OvsdbUnavailable:
+            ctx.ovsdb_down = True
+            raise
+        c.timeout = ctx.ovs_timeout
+        ctx.ovsdb_client = c
+        return c
 
 
 def _call(ctx: HostContext, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-    """``fn(*args, timeout=..., **kw)``, keeping the run's "server down" mark."""
+    """``fn(*args, timeout=..., **kw)``, keeping the handle's "server down" mark."""
     try:
         out = fn(*args, timeout=_timeout(ctx), **kw)
     except OvsdbUnavailable:
-        ctx._cache[_down_key(ctx)] = True
+        ctx.ovsdb_down = True
         raise
-    ctx._cache.pop(_down_key(ctx), None)
+    ctx.ovsdb_down = False
     return out
 
 
-# ---- things OvsdbClient has no public call for (see docs/ovs.md) -----------
-# These use the client's replica and transaction helper directly; they are
-# kept together here so that they are easy to replace by public calls.
-
-
-def _states(c: OvsdbClient, names: list[str], ctx: HostContext) -> dict[str, dict | None]:
-    """``{name: port_state}`` for many ports from one replica sync."""
-    bulk = getattr(c, "port_states", None)
-    if bulk is not None:
-        return _call(ctx, bulk, names)
-    if not names:
-        return {}
-    out = {names[0]: _call(ctx, c.port_state, names[0])}  # syncs the replica
-    with c._lock:
-        for n in names[1:]:
-            out[n] = c._state(n)
-    return out
-
-
-def _raw_transact(c: OvsdbClient, ctx: HostContext, build: Callable[[], list[dict]], step: str,
-                  port: str | None) -> int | None:
-    def run(timeout: float) -> int | None:
-        with c._lock:
-            return c._transact(build, step, port, c._deadline(timeout))
-
-    return _call(ctx, run)
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1e3
 
 
 def _restore_ops(name: str, before: dict) -> list[dict]:
@@ -154,29 +134,10 @@ def _restore_ops(name: str, before: dict) -> list[dict]:
     ]
 
 
-def _del_bridge_if_unused(c: OvsdbClient, ctx: HostContext, name: str) -> None:
-    """Remove bridge ``name`` unless a port other than its own is on it."""
-
-    def build() -> list[dict]:
-        bu = c._names["Bridge"].get(name)
-        if bu is None:
-            return []
-        br = c._tables["Bridge"][bu]
-        own = c._names["Port"].get(name)
-        ports = br["ports"]
-        refs = [ports[1]] if ports and ports[0] == "uuid" else [u[1] for u in ports[1]]
-        if any(u != own for u in refs):
-            return []  # someone else's port is on it now: it stays
-        where = [["_uuid", "==", ["uuid", bu]]]
-        return [
-            # atomic with the delete: still exactly these ports
-            {"op": "wait", "table": "Bridge", "where": where, "timeout": 0, "columns": ["ports"],
-             "until": "==", "rows": [{"ports": ports}]},
-            {"op": "mutate", "table": "Open_vSwitch", "where": [],
-             "mutations": [["bridges", "delete", ["set", [["uuid", bu]]]]]},
-        ]
-
-    _raw_transact(c, ctx, build, "del-br", None)
+def _del_bridge_if_unused(ctx: HostContext, name: str) -> None:
+    """Remove bridge ``name`` unless a port other than its own is on it
+    (checked in the same transaction: an OVSDB ``wait`` on ``Bridge.ports``)."""
+    _call(ctx, client(ctx).del_bridge, name, only_if_unused=True)
 
 
 # --------------------------------------------------------------------------
@@ -248,22 +209,28 @@ class OvsBridgeHandler:
         ports rolls back last takes it away, and a port that succeeded keeps
         it.
         """
+        t0 = time.perf_counter()
         by_name: dict[str, list[int]] = {}
         for i, s in enumerate(steps):
             by_name.setdefault(s.args["name"], []).append(i)
         results: list[Undo | None | Exception] = [None] * len(steps)
+        created = []
         try:
             c = client(ctx)
+            have = _call(ctx, c.bridge_names)
             for name, idx in by_name.items():
-                if _call(ctx, c.bridge_exists, name):
+                if name in have:
                     continue
                 dp = steps[idx[0]].args.get("datapath_type") or "system"
                 if _call(ctx, c.ensure_bridge, name, dp):
-                    undo = (lambda n=name: _del_bridge_if_unused(c, ctx, n))
+                    created.append(name)
+                    undo = (lambda n=name: _del_bridge_if_unused(ctx, n))
                     for i in idx:
                         results[i] = undo
         except HostError as exc:
             return [exc] * len(steps)
+        log.debug("ovs_bridge apply_many: %d steps, %d bridges, created %s, %.1f ms",
+                  len(steps), len(by_name), created or "none", _ms(t0))
         return results
 
     def remove(self, step: Step, ctx: HostContext) -> None:
@@ -273,9 +240,12 @@ class OvsBridgeHandler:
         finish_unplug(ctx)
 
     def verify(self, step: Step, ctx: HostContext) -> list[str]:
-        if not _call(ctx, client(ctx).bridge_exists, step.args["name"]):
-            return [f"OVS bridge {step.args['name']} is missing"]
-        return []
+        return self.verify_many([step], ctx)[0]
+
+    def verify_many(self, steps: list[Step], ctx: HostContext) -> list[list[str]]:
+        """Drift per step from one read of the replica (raises if OVSDB cannot be read)."""
+        have = _call(ctx, client(ctx).bridge_names)
+        return [[] if s.args["name"] in have else [f"OVS bridge {s.args['name']} is missing"] for s in steps]
 
 
 # --------------------------------------------------------------------------
@@ -300,6 +270,7 @@ class OvsPortHandler:
         later, a vhost-user socket) only need ovs-vswitchd to have taken the
         change.
         """
+        t0 = time.perf_counter()
         n = len(steps)
         results: list[Undo | None | Exception] = [None] * n
         try:
@@ -319,7 +290,7 @@ class OvsPortHandler:
             else:
                 index[s.name] = i
         try:
-            before = _states(c, list(index), ctx)
+            before = _call(ctx, c.port_states, list(index))
         except HostError as exc:
             return [exc] * n
 
@@ -330,8 +301,11 @@ class OvsPortHandler:
         in_todo = set(todo)
         recheck = [i for i in ready if i not in in_todo and not _has_ofport(before[specs[i].name])]
 
-        committed, target = self._commit(c, ctx, steps, specs, todo, results)
+        committed, target = _commit(c, ctx, steps, specs, todo, results)
+        t_commit = _ms(t0)
         if not committed and not recheck:
+            log.debug("ovs_port apply_many: %d ports, %d to change, none committed, %.1f ms",
+                      n, len(todo), t_commit)
             return results
 
         waited = [specs[i].name for i in ready if i in committed or i in recheck]
@@ -358,71 +332,20 @@ class OvsPortHandler:
 
         undo_error = None
         if failed:
-            undo_error = self._undo_many(
-                c, ctx, [(specs[i].name, before[specs[i].name]) for i in failed if i in committed])
+            undo_error = _undo_many(
+                ctx, [(specs[i].name, before[specs[i].name]) for i in failed if i in committed])
         for i in committed:
             if i not in failed:
-                results[i] = _undo_for(c, ctx, specs[i].name, before[specs[i].name])
+                results[i] = _undo_for(ctx, specs[i].name, before[specs[i].name])
         for i, why in failed.items():
             problem = f"OVS did not set the port up: {why}"
             if undo_error and i in committed:
                 problem += f"; rollback incomplete, the port may remain in OVSDB ({undo_error})"
             results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {specs[i].name}", problem)
+        log.debug("ovs_port apply_many: %d ports, %d changed (next_cfg %s) in %.1f ms, waited for %d "
+                  "ofports, %d failed, %.1f ms in all", n, len(committed), target, t_commit, len(waited),
+                  len(failed), _ms(t0))
         return results
-
-    def _commit(self, c: OvsdbClient, ctx: HostContext, steps: list[Step], specs: list[OvsPortSpec],
-                todo: list[int], results: list) -> tuple[list[int], int | None]:
-        """Commit ``todo`` in one transaction; isolate refused ports by halving.
-
-        Fills ``results`` with the error of every port that could not go in
-        and returns the indices that did and the ``next_cfg`` to wait for.
-        """
-        committed: list[int] = []
-        target: int | None = None
-
-        def attempt(idx: list[int]) -> None:
-            if not idx:
-                return
-            nonlocal target
-            try:
-                cfg = _call(ctx, c.add_ports, [specs[i] for i in idx], may_exist=True)
-            except OvsdbUnavailable as exc:
-                for i in idx:
-                    results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {specs[i].name}", exc.problem)
-                return
-            except OvsdbError as exc:
-                if len(idx) == 1:
-                    i = idx[0]
-                    results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {specs[i].name}", exc.problem)
-                    return
-                half = len(idx) // 2
-                attempt(idx[:half])
-                attempt(idx[half:])
-                return
-            committed.extend(idx)
-            if cfg is not None:
-                target = max(target or 0, cfg)
-
-        attempt(todo)
-        return committed, target
-
-    @staticmethod
-    def _undo_many(c: OvsdbClient, ctx: HostContext, items: list[tuple[str, dict | None]]) -> str | None:
-        """Take back many ports in one transaction (no wait for ovs-vswitchd).
-
-        Returns why that failed (e.g. ovsdb-server gone), None if it worked.
-        """
-        new = [n for n, b in items if b is None]
-        old = [(n, b) for n, b in items if b is not None]
-        try:
-            if new:
-                _call(ctx, c.del_ports, new, if_exists=True)
-            if old:
-                _raw_transact(c, ctx, lambda: [op for n, b in old for op in _restore_ops(n, b)],
-                              "restore-port", None)
-        except HostError as exc:
-            return exc.problem
-        return None
 
     def remove(self, step: Step, ctx: HostContext) -> None:
         self.remove_bulk([step], ctx)
@@ -435,24 +358,95 @@ class OvsPortHandler:
         devices (see :func:`finish_unplug`), so that ovs-vswitchd closing the
         ports and the kernel deleting the devices run at the same time.
         """
+        t0 = time.perf_counter()
         c = client(ctx)
         names = [s.args["name"] for s in steps]
         cfg = _call(ctx, c.del_ports, names, if_exists=True)
+        log.debug("ovs_port remove_bulk: %d ports in one transaction (next_cfg %s), %.1f ms",
+                  len(names), cfg, _ms(t0))
         if cfg is None:
             return
         if OVERLAP_UNPLUG:
-            pending = ctx.get(_PENDING_KEY, _PendingWait)
-            pending.expect(ctx, cfg)
+            with ctx.lock:
+                if ctx.ovs_pending is None:
+                    ctx.ovs_pending = PendingWait(ctx)
+                ctx.ovs_pending.expect(cfg)
             return
         _wait_removed(ctx, c, cfg)
 
     def verify(self, step: Step, ctx: HostContext) -> list[str]:
-        spec = _spec(step)
-        state = _call(ctx, client(ctx).port_state, spec.name)
-        out = _drift(state, spec)
-        if state is not None and step.args.get("device_ready") and not _has_ofport(state):
-            out.append(f"OVS port {spec.name} has no ofport ({state.get('error') or 'not applied'})")
+        return self.verify_many([step], ctx)[0]
+
+    def verify_many(self, steps: list[Step], ctx: HostContext) -> list[list[str]]:
+        """Drift per step from one read of the replica (raises if OVSDB cannot be read)."""
+        t0 = time.perf_counter()
+        specs = [_spec(s) for s in steps]
+        states = _call(ctx, client(ctx).port_states, [s.name for s in specs])
+        out = []
+        for step, spec in zip(steps, specs):
+            state = states[spec.name]
+            lines = _drift(state, spec)
+            if state is not None and step.args.get("device_ready") and not _has_ofport(state):
+                lines.append(f"OVS port {spec.name} has no ofport ({state.get('error') or 'not applied'})")
+            out.append(lines)
+        log.debug("ovs_port verify_many: %d ports from one replica read, %.1f ms", len(steps), _ms(t0))
         return out
+
+
+def _commit(c: OvsdbClient, ctx: HostContext, steps: list[Step], specs: list[OvsPortSpec],
+            todo: list[int], results: list) -> tuple[list[int], int | None]:
+    """Commit ``todo`` in one transaction; isolate refused ports by halving.
+
+    Fills ``results`` with the error of every port that could not go in
+    and returns the indices that did and the ``next_cfg`` to wait for.
+    """
+    committed: list[int] = []
+    target: int | None = None
+
+    def attempt(idx: list[int]) -> None:
+        if not idx:
+            return
+        nonlocal target
+        try:
+            cfg = _call(ctx, c.add_ports, [specs[i] for i in idx], may_exist=True)
+        except OvsdbUnavailable as exc:
+            for i in idx:
+                results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {specs[i].name}", exc.problem)
+            return
+        except OvsdbError as exc:
+            if len(idx) == 1:
+                i = idx[0]
+                results[i] = HostError(_owner(steps[i], ctx), f"ovs_port {specs[i].name}", exc.problem)
+                return
+            half = len(idx) // 2
+            attempt(idx[:half])
+            attempt(idx[half:])
+            return
+        committed.extend(idx)
+        if cfg is not None:
+            target = max(target or 0, cfg)
+
+    attempt(todo)
+    return committed, target
+
+
+def _undo_many(ctx: HostContext, items: list[tuple[str, dict | None]]) -> str | None:
+    """Take back many ports in one transaction (no wait for ovs-vswitchd).
+
+    Returns why that failed (e.g. ovsdb-server gone), None if it worked.
+    """
+    new = [n for n, b in items if b is None]
+    old = [(n, b) for n, b in items if b is not None]
+    try:
+        c = client(ctx)
+        if new:
+            _call(ctx, c.del_ports, new, if_exists=True)
+        if old:
+            _call(ctx, c.transact, lambda: [op for n, b in old for op in _restore_ops(n, b)],
+                  "restore-port", None)
+    except HostError as exc:
+        return exc.problem
+    return None
 
 
 #: Unplug: commit the port removal, let the kernel devices go while
@@ -460,7 +454,6 @@ class OvsPortHandler:
 #: Both sides mostly wait for RCU grace periods (ovs-vswitchd's AF_PACKET
 #: closes, the kernel's unregistering), which overlap.
 OVERLAP_UNPLUG = True
-_PENDING_KEY = "ovs-unplug-pending"
 
 
 def _wait_removed(ctx: HostContext, c: OvsdbClient, cfg: int) -> None:
@@ -470,27 +463,30 @@ def _wait_removed(ctx: HostContext, c: OvsdbClient, cfg: int) -> None:
         raise HostError(ctx.port_id, "ovs del-port", f"removed from OVSDB, but {exc.problem}") from exc
 
 
-class _PendingWait:
+class PendingWait:
     """The ``next_cfg`` an overlapped unplug still has to wait for.
 
-    Kept in the HostContext; waited for by :func:`finish_unplug` (the
+    Kept in ``ctx.ovs_pending``; waited for by :func:`finish_unplug` (the
     ``ovs_bridge`` step's removal, which comes after the devices) or, if no
-    such step followed (older records), when the context is closed.
+    such step followed (older records), when the handle is closed
+    (:meth:`HostContext.close` closes it before the OVSDB client).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: HostContext) -> None:
+        self.ctx = ctx
         self.cfg: int | None = None
-        self.ctx: HostContext | None = None
 
-    def expect(self, ctx: HostContext, cfg: int) -> None:
-        self.ctx, self.cfg = ctx, max(cfg, self.cfg or 0)
+    def expect(self, cfg: int) -> None:
+        self.cfg = max(cfg, self.cfg or 0)
 
     def finish(self) -> None:
-        cfg, ctx, self.cfg = self.cfg, self.ctx, None
-        if cfg is not None and ctx is not None:
-            _wait_removed(ctx, client(ctx), cfg)
+        cfg, self.cfg = self.cfg, None
+        if cfg is not None:
+            t0 = time.perf_counter()
+            _wait_removed(self.ctx, client(self.ctx), cfg)
+            log.debug("ovs unplug: ovs-vswitchd applied next_cfg %d after %.1f ms more", cfg, _ms(t0))
 
-    def close(self) -> None:  # HostContext.close(): before the client (newer entry)
+    def close(self) -> None:
         try:
             self.finish()
         except HostError:
@@ -499,18 +495,19 @@ class _PendingWait:
 
 def finish_unplug(ctx: HostContext) -> None:
     """Wait for ovs-vswitchd to have removed the ports an unplug deleted."""
-    pending = ctx._cache.get(_PENDING_KEY)
+    pending = ctx.ovs_pending
     if pending is not None:
         pending.finish()
 
 
-def _undo_for(c: OvsdbClient, ctx: HostContext, name: str, before: dict | None) -> Undo:
+def _undo_for(ctx: HostContext, name: str, before: dict | None) -> Undo:
     """Undo of one committed port: delete it, or restore what it was."""
     def undo() -> None:
+        c = client(ctx)
         if before is None:
             _call(ctx, c.del_ports, [name], if_exists=True)
         else:
-            _raw_transact(c, ctx, lambda: _restore_ops(name, before), "restore-port", name)
+            _call(ctx, c.transact, lambda: _restore_ops(name, before), "restore-port", name)
 
     return undo
 
@@ -560,7 +557,3 @@ def remove_garbage(ctx: HostContext, items: list[dict[str, str]]) -> None:
     cfg = _call(ctx, c.del_ports, [i["name"] for i in items], if_exists=True)
     if cfg is not None:
         _call(ctx, c.wait_cfg, cfg=cfg)
-
-
-register("ovs_bridge", OvsBridgeHandler())
-register("ovs_port", OvsPortHandler())

@@ -19,7 +19,9 @@ Design, for speed:
   existence checks) are local lookups -- no round trip.
 * **Fast JSON.**  The PyPI ``ovs`` wheel usually ships without its C JSON
   parser; its pure-Python fallback costs ~1 ms per port of monitor traffic.
-  :class:`_FastJsonParser` (stdlib C decoder) is installed in its place.
+  This client's own connection reads with :class:`FastJsonParser` (stdlib C
+  decoder) instead; ``ovs.json.Parser`` itself is left alone, so other users
+  of the ``ovs`` library in the process (ovsdbapp, os-vif) are unaffected.
 * **One transaction per batch.**  :meth:`add_ports`/:meth:`del_ports` turn a
   whole list into a single OVSDB ``transact`` (``insert`` Interface +
   ``insert`` Port per port, one ``mutate`` of ``Bridge.ports`` per bridge,
@@ -58,6 +60,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import ovs.json
 import ovs.jsonrpc
 import ovs.poller
 from ovs.jsonrpc import Message
@@ -199,7 +202,7 @@ def _probe_endpoint(endpoint: str) -> str:
 _MSG_BOUNDARY = re.compile(r"\}\s*\{")
 
 
-class _FastJsonParser:
+class FastJsonParser:
     """Drop-in for ``ovs.json.Parser`` backed by the stdlib C JSON decoder.
 
     The ``ovs`` wheel from PyPI usually lacks its C extension (``ovs._json``)
@@ -266,16 +269,10 @@ class _FastJsonParser:
         return self._value
 
 
-def _install_fast_json() -> None:
-    import ovs.json
-
-    if ovs.json.PARSER == ovs.json.PARSER_PY and os.environ.get("VIFWIRE_OVS_FAST_JSON", "1") != "0":
-        ovs.json.Parser = _FastJsonParser
-
-
-_install_fast_json()
-
-
+#: Read this client's connection with :class:`FastJsonParser`: only when the
+#: ``ovs`` library has no C parser (its C parser counts ``feed`` in bytes, ours
+#: in characters) and not turned off (``VIFWIRE_OVS_FAST_JSON=0``, for A/B).
+FAST_JSON = ovs.json.PARSER == ovs.json.PARSER_PY and os.environ.get("VIFWIRE_OVS_FAST_JSON", "1") != "0"
 
 
 # --------------------------------------------------------------------------
@@ -368,6 +365,11 @@ class OvsdbClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        """:meth:`close` was called (a closed client is not reopened; make a new one)."""
+        return self._closed
+
     # ---- protocol -------------------------------------------------------
 
     def _run(self) -> None:
@@ -390,6 +392,12 @@ class OvsdbClient:
             self._monitor_req = req.id
             s.send(req)
         for _ in range(1000):
+            rpc = s.rpc
+            if FAST_JSON and rpc is not None and rpc.parser is None:
+                # ovs.jsonrpc.Connection.recv() makes an ovs.json.Parser
+                # only when it has none, and drops it after each message
+                # (one message per recv): hand it ours for the next one.
+                rpc.parser = FastJsonParser()
             msg = s.recv()
             if msg is None:
                 if not s.is_connected():
@@ -714,6 +722,12 @@ class OvsdbClient:
         with self._lock:
             self._sync(self._deadline(timeout), "read")
             return name in self._names["Bridge"]
+
+    def bridge_names(self, *, timeout: float | None = None) -> set[str]:
+        """Names of every bridge, from one replica sync (``check`` of a run)."""
+        with self._lock:
+            self._sync(self._deadline(timeout), "read")
+            return set(self._names["Bridge"])
 
     def cfg(self) -> tuple[int, int]:
         """(next_cfg, cur_cfg) as last seen."""
