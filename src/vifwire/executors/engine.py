@@ -203,6 +203,8 @@ class Wiring:
                 outcomes = [exc] * len(todo)
             log.debug("%s: batch of %d step(s) in %.1f ms", op, len(todo), (time.perf_counter() - t0) * 1e3)
             for (run, step), out in zip(todo, outcomes):
+                if isinstance(out, HostError) and out.port == "<unknown>":
+                    out = HostError(run.plan.port_id, out.step, out.problem)  # a batch knows no single port
                 if isinstance(out, Exception):
                     run.error = out
                 elif out is not None:

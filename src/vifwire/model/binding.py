@@ -168,8 +168,18 @@ class Binding:
     source: Literal["neutron", "nova"] = "nova"
 
     def to_json(self) -> dict[str, Any]:
-        """The binding as JSON data (what the store keeps and ``validate --json`` prints)."""
-        return _json(self)
+        """The binding as JSON data (what the store keeps and ``validate --json`` prints).
+
+        Field by field rather than a generic walk: the ``vif`` dict is JSON
+        data already (the loader checked) and is shared, not copied; this runs
+        once per port of every plug.
+        """
+        return {"port_id": self.port_id, "vif_type": self.vif_type, "vnic_type": self.vnic_type,
+                "mac": self.mac, "devname": self.devname, "mtu": self.mtu, "network_id": self.network_id,
+                "instance_id": self.instance_id, "ipv4": list(self.ipv4), "ipv6": list(self.ipv6),
+                "allowed_address_pairs": [{"ip": p.ip, "mac": p.mac} for p in self.allowed_address_pairs],
+                "spec": {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)},
+                "vif": self.vif, "source": self.source}
 
     def replace(self, **changes: Any) -> "Binding":
         return dataclasses.replace(self, **changes)

@@ -33,7 +33,6 @@ found by MAC (docs/architecture.md, "Containers").
 from __future__ import annotations
 
 from enum import StrEnum
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +71,8 @@ class Step:
             object.__setattr__(self, "op", StepKind(self.op))
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op.value, "args": copy.deepcopy(self.args), "why": self.why}
+        """JSON data sharing ``args`` (plans are written out, never mutated)."""
+        return {"op": self.op.value, "args": self.args, "why": self.why}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Step":
@@ -103,7 +103,7 @@ class GuestConfig:
     devices: dict[str, dict[str, str]] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "xml": self.xml, "devices": copy.deepcopy(self.devices)}
+        return {"kind": self.kind, "xml": self.xml, "devices": self.devices}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "GuestConfig":

@@ -10,6 +10,7 @@ namespace's thread (``worker(ctx).call(...)``); paths are confined to
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from vifwire.executors.base import HostContext, Undo
 from vifwire.executors.kernel.common import fail, log, worker
@@ -77,6 +78,17 @@ def sysctl_restore(items: list[tuple[str, str]]) -> None:
             pass  # the device is gone, and its settings with it
 
 
+def sysctl_swap_many(batches: list[list[tuple[str, str]]]) -> list[list[tuple[str, str]] | BaseException]:
+    """:func:`sysctl_swap` for several steps in one trip to the namespace thread."""
+    out: list[list[tuple[str, str]] | BaseException] = []
+    for items in batches:
+        try:
+            out.append(sysctl_swap(items))
+        except (OSError, ValueError) as e:
+            out.append(e)
+    return out
+
+
 def sysctl_read_many(paths: list[str]) -> list[str | None]:
     """The values of ``paths`` (None for a missing file), in one trip to the thread."""
     out: list[str | None] = []
@@ -89,6 +101,39 @@ def sysctl_read_many(paths: list[str]) -> list[str | None]:
 
 
 class SysctlsHandler:
+    #: the engine hands every port's sysctls step of a run to apply_many
+    batched = True
+
+    def apply_many(self, steps: list[Step], ctx: HostContext) -> list[Undo | None | Exception]:
+        """Every port's files in one call on the namespace's thread (each
+        call there costs a thread switch, more than the writes themselves)."""
+        w = worker(ctx)
+        batches: list[list[tuple[str, str]] | Exception] = []
+        for s in steps:
+            try:
+                batches.append([(sysctl_path(k, s.args.get("dev")), str(v))
+                                for k, v in (s.args.get("values") or {}).items()])
+            except ValueError as e:
+                batches.append(e)
+        todo = [b for b in batches if not isinstance(b, Exception)]
+        done = iter(w.call(sysctl_swap_many, todo))
+        out: list[Undo | None | Exception] = []
+        for s, b in zip(steps, batches):
+            res = b if isinstance(b, Exception) else next(done)
+            if isinstance(res, BaseException):
+                out.append(fail(ctx, s, f"cannot set sysctl: {res}"))
+            elif res:
+                out.append(self._undo(w, res))
+            else:
+                out.append(None)
+        log.debug("sysctls: %d step(s) in one call, %d changed", len(steps),
+                  sum(1 for o in out if o is not None and not isinstance(o, Exception)))
+        return out
+
+    @staticmethod
+    def _undo(w: Any, changed: list[tuple[str, str]]) -> Undo:
+        return lambda: w.call(sysctl_restore, changed)
+
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
         a = step.args
         w = worker(ctx)
