@@ -134,6 +134,9 @@ def table(title: str, columns: list[str], rows: list[list[str]], summary: Callab
         for line in summary():
             click.echo("  " + line)
         return
+    if not sys.stdout.isatty():
+        click.echo(plain_table(title, columns, rows), nl=False)
+        return
     from rich.markup import escape
     from rich.table import Table
 
@@ -143,6 +146,20 @@ def table(title: str, columns: list[str], rows: list[list[str]], summary: Callab
     for r in rows:
         t.add_row(*[c if c.startswith("[red]") else escape(c) for c in r])
     console().print(t)
+
+
+def plain_table(title: str, columns: list[str], rows: list[list[str]]) -> str:
+    """Aligned columns for pipes and files, where rich's box drawing and
+    truncation help nobody (and importing rich costs ~40 ms of a short command)."""
+    cells = [[_unmarkup(c) for c in r] for r in rows]
+    widths = [max([len(col)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
+    lines = [title, "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines) + "\n"
+
+
+def _unmarkup(cell: str) -> str:
+    return cell.replace("[red]", "").replace("[/red]", "")
 
 
 def counts(label: str, counter: dict[str, int]) -> str:

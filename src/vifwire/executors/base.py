@@ -23,8 +23,9 @@ and rolls back in reverse on failure, so handlers stay small.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 from vifwire.planner.plan import Step
 
@@ -98,6 +99,9 @@ class HostContext:
         self.ovsdb_client: OvsdbClient | None = None
         self.ovsdb_down = False  # the last call found ovsdb-server unreachable: fail fast
         self.ovs_pending: Any = None  # executors.ovs.PendingWait of an unplug in progress
+        # one read of the host shared by every handler of a check (see read_scope)
+        self.reading = False
+        self.kernel_view: Any = None  # executors.kernel.common.KernelView of the current read scope
 
     @property
     def port_id(self) -> str | None:
@@ -106,6 +110,19 @@ class HostContext:
     @port_id.setter
     def port_id(self, value: str | None) -> None:
         self._local.port_id = value
+
+    @contextlib.contextmanager
+    def read_scope(self) -> Iterator[None]:
+        """One read of the host for a whole check: within it, adapters may
+        share what they read (one link dump for every kernel handler) instead
+        of each reading again; it is dropped when the scope ends, so nothing
+        stale outlives the check. Hold :attr:`lock` around it."""
+        self.reading = True
+        try:
+            yield
+        finally:
+            self.reading = False
+            self.kernel_view = None
 
     def close(self) -> None:
         """Close every session, newest layer first; never masks the caller's error."""

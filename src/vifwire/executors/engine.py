@@ -236,12 +236,18 @@ class Wiring:
         for p in plans:
             for s in p.steps:
                 by_op.setdefault(s.op, []).append(with_mac_hint(s, p))
+        dying = {name for p in plans for name in p.devices()}
         for op in REMOVE_ORDER:
             steps = by_op.get(op)
             if not steps:
                 continue
             t1 = time.perf_counter()
             h = handler(op)
+            if getattr(h, "gone_with_device", False):
+                # the kernel removes these with their device, which this run deletes
+                steps = [s for s in steps if s.args.get("dev") not in dying]
+                if not steps:
+                    continue
             if op in LINK_KINDS and len(plans) > 1:
                 problems += self._remove_links_bulk(op, steps)
             bulk = getattr(h, "remove_bulk", None)
@@ -297,21 +303,22 @@ class Wiring:
                 found[a.port_id].append((-1, [f"record status is {a.status!r} (a plug did not finish)"]))
             for k, s in enumerate(plan.steps):
                 by_op.setdefault(s.op, []).append((a.port_id, k, s))
-        for op, entries in by_op.items():
-            h = handler(op)
-            steps = [s for _, _, s in entries]
-            outcomes: list[list[str]] | None = None
-            many = getattr(h, "verify_many", None)
-            if many is not None:
-                try:
-                    outcomes = many(steps, self.ctx)
-                except Exception as exc:  # noqa: BLE001 - fall back to one by one to name the step
-                    log.debug("%s: verify_many failed (%s), verifying one by one", op, exc)
-            if outcomes is None:
-                outcomes = [self._verify_one(h, s) for s in steps]
-            for (pid, k, _), lines in zip(entries, outcomes):
-                if lines:
-                    found[pid].append((k, lines))
+        with self.ctx.read_scope():
+            for op, entries in by_op.items():
+                h = handler(op)
+                steps = [s for _, _, s in entries]
+                outcomes: list[list[str]] | None = None
+                many = getattr(h, "verify_many", None)
+                if many is not None:
+                    try:
+                        outcomes = many(steps, self.ctx)
+                    except Exception as exc:  # noqa: BLE001 - fall back to one by one to name the step
+                        log.debug("%s: verify_many failed (%s), verifying one by one", op, exc)
+                if outcomes is None:
+                    outcomes = [self._verify_one(h, s) for s in steps]
+                for (pid, k, _), lines in zip(entries, outcomes):
+                    if lines:
+                        found[pid].append((k, lines))
         for pid, items in found.items():
             for _, lines in sorted(items, key=lambda kv: kv[0]):
                 drift[pid] += lines

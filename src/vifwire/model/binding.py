@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 #: the result. Plain dataclasses rather than pydantic models keep a one-port
 #: CLI call fast: building pydantic's validators for these classes cost
 #: ~0.1 s of every process's start-up.
-_model = dataclass(frozen=True, kw_only=True, slots=True)
+_model = dataclass(frozen=True, kw_only=True)
 
 
 def _json(value: Any) -> Any:

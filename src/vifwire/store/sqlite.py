@@ -140,7 +140,7 @@ class SqliteStore:
         (port_id, instance_id, vif_type, devname, mac, netns, status, strategy, binding, plan, devices,
          created_at, updated_at) = row
         return Attachment(port_id, instance_id, vif_type, devname, mac, netns, status, strategy,
-                          json.loads(binding), json.loads(plan), json.loads(devices), created_at, updated_at)
+                          binding, plan, devices, created_at, updated_at)  # JSON decoded on first use
 
 
 #: The name callers used before the store became a protocol.

@@ -281,5 +281,9 @@ class ViewVerifier:
     def verify_many(self, steps: list[Step], ctx: HostContext) -> list[list[str]]:
         if not steps:
             return []
-        view = KernelView(channel(ctx), len(steps))
+        view = ctx.kernel_view if ctx.reading else None
+        if view is None or (not view.dumped and len(steps) >= KernelView.DUMP_AT):
+            view = KernelView(channel(ctx), len(steps))
+            if ctx.reading:
+                ctx.kernel_view = view  # the other kernel handlers of this check use it too
         return [self.drift(s, view) for s in steps]

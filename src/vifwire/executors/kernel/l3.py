@@ -81,6 +81,9 @@ def _route_lookup(ch: Channel, addr: IPAddress) -> Route | None:
 class RoutesHandler(ViewVerifier):
     #: the engine hands every port's routes step of a run to apply_many
     batched = True
+    #: routes via a device go when it is deleted (fib_sync_down_dev, net/ipv4/fib_semantics.c;
+    #: rt6_sync_down_dev for IPv6): unplug skips them when it deletes the device anyway
+    gone_with_device = True
 
     def apply_many(self, steps: list[Step], ctx: HostContext) -> list[Undo | None | Exception]:
         """All ports' routes in pipelined requests (no round trip per route).
@@ -232,6 +235,8 @@ def _ndp_delete(ch: Channel, addr: ipaddress.IPv6Address, ifindex: int) -> bool:
 class ProxyNdpHandler(ViewVerifier):
     #: the engine hands every port's proxy_ndp step of a run to apply_many
     batched = True
+    #: proxy entries of a device go when it is deleted (pneigh_ifdown, net/core/neighbour.c)
+    gone_with_device = True
 
     def apply_many(self, steps: list[Step], ctx: HostContext) -> list[Undo | None | Exception]:
         """All ports' entries: one dump of what exists, then pipelined adds.

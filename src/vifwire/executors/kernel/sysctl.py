@@ -103,6 +103,8 @@ def sysctl_read_many(paths: list[str]) -> list[str | None]:
 class SysctlsHandler:
     #: the engine hands every port's sysctls step of a run to apply_many
     batched = True
+    #: per-device settings live in the device (its /proc/sys/net/*/conf/<dev> goes with it)
+    gone_with_device = True
 
     def apply_many(self, steps: list[Step], ctx: HostContext) -> list[Undo | None | Exception]:
         """Every port's files in one call on the namespace's thread (each
