@@ -58,7 +58,7 @@ from vifwire.planner.facts import HostFacts
 from vifwire.planner.generic import plan
 from vifwire.sandbox import netns
 from vifwire.sandbox.ovs_daemon import PrivateOVS
-from vifwire.store.sqlite import Store
+from vifwire.store.sqlite import SqliteStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OSVIF_VENV = os.path.join(ROOT, ".venv-osvif")
@@ -182,7 +182,7 @@ def run_vifwire(ns: str, ovs: PrivateOVS, kind: str, n: int, tmp: str) -> tuple[
         b = load_one(doc)
         items.append((b, plan(b, facts, render=False)))
     path = os.path.join(tmp, f"state-{kind}-{n}-{time.monotonic_ns()}.db")
-    with HostContext(netns=ns, ovsdb=ovs.endpoint, ovs_timeout=600.0) as ctx, Store(path) as store:
+    with HostContext(netns=ns, ovsdb=ovs.endpoint, ovs_timeout=600.0) as ctx, SqliteStore(path) as store:
         ovs_exec.client(ctx)  # the connection is opened before the clock starts (like os-vif's warm-up)
         t0 = time.monotonic()
         results = Wiring(ctx, store).plug(items)

@@ -54,7 +54,7 @@ from vifwire.planner.facts import HostFacts
 from vifwire.planner.generic import plan
 from vifwire.sandbox import guests, netns
 from vifwire.sandbox import tunvm as T
-from vifwire.store.sqlite import Store
+from vifwire.store.sqlite import SqliteStore
 
 DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "routed.md")
 BEGIN, END = "<!-- bench:routed begin -->", "<!-- bench:routed end -->"
@@ -172,7 +172,7 @@ def floor(host: str, ctx: HostContext, n: int, k: int, batches: int = 3) -> floa
     return statistics.median(per)
 
 
-def run_size(host: str, ctx: HostContext, store: Store, asp: AntiSpoof, have: int, n: int,
+def run_size(host: str, ctx: HostContext, store: SqliteStore, asp: AntiSpoof, have: int, n: int,
              reps: int, pings: int, floor_k: int) -> dict:
     w = Wiring(ctx, store)
     if n > have:
@@ -215,7 +215,7 @@ def run_round(sizes: list[int], reps: int, pings: int, floor_k: int) -> list[dic
         subprocess.run(["ip", "-n", host, "addr", "add", f"{guests.ROUTED_GW4}/32", "dev", "lo"], check=True)
         tmp = st.enter_context(tempfile.TemporaryDirectory(prefix="vifwire-rbench-"))
         ctx = st.enter_context(HostContext(netns=host, port_id="bench"))
-        store = st.enter_context(Store(os.path.join(tmp, "state.db")))
+        store = st.enter_context(SqliteStore(os.path.join(tmp, "state.db")))
         # empty the host before its namespace goes: the kernel would otherwise
         # tear 5000 devices down asynchronously, under whatever runs next
         st.callback(lambda: K.remove_links_bulk(ctx, [x.devname for x in store.all()]))

@@ -31,7 +31,7 @@ from vifwire.model.loader import load_one
 from vifwire.planner.facts import HostFacts
 from vifwire.planner.generic import OVS_OWNER_KEY, plan
 from vifwire.sandbox import guests, netns
-from vifwire.store.sqlite import Store
+from vifwire.store.sqlite import SqliteStore
 
 pytestmark = [pytest.mark.root, requires_ovs]
 
@@ -94,7 +94,7 @@ def ovs_seconds(monkeypatch):
 def host(private_ovs, tmp_path):  # noqa: F811
     ns, ovs = private_ovs
     with HostContext(netns=ns, ovsdb=ovs.endpoint, ovs_timeout=T) as ctx, \
-            Store(str(tmp_path / "state.db")) as store:
+            SqliteStore(str(tmp_path / "state.db")) as store:
         yield ns, ovs, ctx, store
 
 

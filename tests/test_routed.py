@@ -48,7 +48,7 @@ from vifwire.planner.facts import HostFacts
 from vifwire.planner.generic import plan
 from vifwire.sandbox import guests, netns
 from vifwire.sandbox import tunvm as T
-from vifwire.store.sqlite import Store
+from vifwire.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.root
 
@@ -103,7 +103,7 @@ class Env:
     host: str
     gns: str  # the container guest's namespace
     ctx: HostContext
-    store: Store
+    store: SqliteStore
     items: list
     vm: T.TunVM
     asp: AntiSpoof
@@ -176,7 +176,7 @@ def env(tmp_path):
             ipr.addr("add", index=lo, address=HOST_V4, prefixlen=32)
             ipr.addr("add", index=lo, address=HOST_V6, prefixlen=128)
         ctx = st.enter_context(HostContext(netns=host))
-        store = st.enter_context(Store(str(tmp_path / "state.db")))
+        store = st.enter_context(SqliteStore(str(tmp_path / "state.db")))
         items = _items(gns)
         w = Wiring(ctx, store)
         results = w.plug(items)

@@ -23,7 +23,7 @@ from vifwire.model.loader import load_one
 from vifwire.planner.facts import HostFacts
 from vifwire.planner.generic import plan
 from vifwire.sandbox import netns
-from vifwire.store.sqlite import Store
+from vifwire.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.root
 
@@ -57,7 +57,7 @@ def host(tmp_path):
             # no dummy driver on this kernel: a veth end stands in for an uplink
             ipr.link("add", ifname="vwup0", kind="veth", peer={"ifname": "vwup0p"})
             ipr.link("set", index=ipr.link_lookup(ifname="vwup0")[0], state="up")
-        with HostContext(netns=ns) as ctx, Store(str(tmp_path / "state.db")) as store:
+        with HostContext(netns=ns) as ctx, SqliteStore(str(tmp_path / "state.db")) as store:
             yield ns, ctx, store
 
 

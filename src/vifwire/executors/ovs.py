@@ -353,10 +353,11 @@ class OvsPortHandler:
     def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
         """Delete the ports in one transaction; wait for ovs-vswitchd once.
 
-        With :data:`OVERLAP_UNPLUG` the wait is left to the plan's
-        ``ovs_bridge`` step, which the engine removes *after* the kernel
-        devices (see :func:`finish_unplug`), so that ovs-vswitchd closing the
-        ports and the kernel deleting the devices run at the same time.
+        The wait is left to the plan's ``ovs_bridge`` step, which the engine
+        removes *after* the kernel devices (see :func:`finish_unplug`), so that
+        ovs-vswitchd closing the ports and the kernel deleting the devices run
+        at the same time: both mostly wait for RCU grace periods (ovs-vswitchd's
+        AF_PACKET closes, the kernel's unregistering), which overlap.
         """
         t0 = time.perf_counter()
         c = client(ctx)
@@ -366,13 +367,10 @@ class OvsPortHandler:
                   len(names), cfg, _ms(t0))
         if cfg is None:
             return
-        if OVERLAP_UNPLUG:
-            with ctx.lock:
-                if ctx.ovs_pending is None:
-                    ctx.ovs_pending = PendingWait(ctx)
-                ctx.ovs_pending.expect(cfg)
-            return
-        _wait_removed(ctx, c, cfg)
+        with ctx.lock:
+            if ctx.ovs_pending is None:
+                ctx.ovs_pending = PendingWait(ctx)
+            ctx.ovs_pending.expect(cfg)
 
     def verify(self, step: Step, ctx: HostContext) -> list[str]:
         return self.verify_many([step], ctx)[0]
@@ -447,13 +445,6 @@ def _undo_many(ctx: HostContext, items: list[tuple[str, dict | None]]) -> str | 
     except HostError as exc:
         return exc.problem
     return None
-
-
-#: Unplug: commit the port removal, let the kernel devices go while
-#: ovs-vswitchd works through it, then wait (see OvsPortHandler.remove_bulk).
-#: Both sides mostly wait for RCU grace periods (ovs-vswitchd's AF_PACKET
-#: closes, the kernel's unregistering), which overlap.
-OVERLAP_UNPLUG = True
 
 
 def _wait_removed(ctx: HostContext, c: OvsdbClient, cfg: int) -> None:

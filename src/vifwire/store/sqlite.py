@@ -141,7 +141,3 @@ class SqliteStore:
          created_at, updated_at) = row
         return Attachment(port_id, instance_id, vif_type, devname, mac, netns, status, strategy,
                           binding, plan, devices, created_at, updated_at)  # JSON decoded on first use
-
-
-#: The name callers used before the store became a protocol.
-Store = SqliteStore
