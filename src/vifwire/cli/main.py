@@ -16,11 +16,38 @@ import sys
 
 import click
 
-from vifwire.cli import offline, up, wiring
+import importlib
+
 from vifwire.cli.common import verbose_options
 
+#: command name -> (module, function): a command's module is imported only when
+#: that command runs (or --help lists them all), so `vifwire plug` does not pay
+#: for `up`'s or `render`'s imports (click's documented lazy-group pattern).
+COMMANDS = {
+    "validate": ("vifwire.cli.offline", "validate"),
+    "render": ("vifwire.cli.offline", "render"),
+    "plan": ("vifwire.cli.offline", "plan_cmd"),
+    "plug": ("vifwire.cli.wiring", "plug"),
+    "unplug": ("vifwire.cli.wiring", "unplug"),
+    "check": ("vifwire.cli.wiring", "check"),
+    "list": ("vifwire.cli.wiring", "list_cmd"),
+    "gc": ("vifwire.cli.wiring", "gc"),
+    "up": ("vifwire.cli.up", "up"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="vifwire")
 @verbose_options
 def cli() -> None:
@@ -81,8 +108,3 @@ def main(argv: list[str] | None = None) -> None:
         msg = " ".join(str(exc).split()) or exc.__class__.__name__
         click.echo(f"vifwire: internal error: {exc.__class__.__name__}: {msg}", err=True)
         sys.exit(1)
-
-
-for _command in (offline.validate, offline.render, offline.plan_cmd, wiring.plug, wiring.unplug, wiring.check,
-                 wiring.list_cmd, wiring.gc, up.up):
-    cli.add_command(_command)

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from typing import Any
@@ -64,6 +63,8 @@ def up(file: Any, sandbox: bool, hold: bool, as_json: bool, **kw: Any) -> None:
         host_ns = kw.get("netns")
         state = kw.get("state")
         if sandbox:
+            import tempfile
+
             from vifwire.sandbox import netns
 
             host_ns = stack.enter_context(netns.sandbox("up"))
