@@ -160,12 +160,15 @@ def test_four_threads_share_one_service(tmp_path):
             bad = [r.error for r in results if not r.ok]
             assert not bad, bad[:3]
 
-        threads = [threading.Thread(target=run, args=(lambda bs=bs: plug(bs),)) for bs in work]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(600)
-        assert not errors, errors
+        def all_at_once(fn) -> None:
+            threads = [threading.Thread(target=run, args=(lambda bs=bs: fn(bs),)) for bs in work]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(600)
+            assert not errors, errors
+
+        all_at_once(plug)
         assert_all_wired(ns, db, per_port)
         assert svc.check().clean
 
@@ -173,10 +176,5 @@ def test_four_threads_share_one_service(tmp_path):
             res = svc.unplug([b.port_id for b in bs])
             assert res.ok and len(res.unplugged) == len(bs), res.problems[:3]
 
-        threads = [threading.Thread(target=run, args=(lambda bs=bs: unplug(bs),)) for bs in work]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(600)
-        assert not errors, errors
+        all_at_once(unplug)
         assert_nothing_left(ns, db)

@@ -77,37 +77,28 @@ def check_netns(ctx: HostContext) -> None:
 
 def worker(ctx: HostContext) -> KernelWorker:
     """The namespace's thread (tun files, /proc/sys/net)."""
-    w = ctx.worker
-    if w is None:
-        with ctx.lock:
-            w = ctx.worker
-            if w is None:
-                check_netns(ctx)
-                w = ctx.worker = KernelWorker(ctx.netns)
-    return w
+    with ctx.lock:  # sessions are opened once, under the namespace's lock
+        if ctx.worker is None:
+            check_netns(ctx)
+            ctx.worker = KernelWorker(ctx.netns)
+        return ctx.worker
 
 
 def ipr(ctx: HostContext) -> Any:
     """The namespace's long-lived pyroute2 IPRoute (for callers that want its
     parsed messages; the plug path uses :func:`channel` and never imports pyroute2)."""
-    i = ctx.ipr
-    if i is None:
-        with ctx.lock:
-            i = ctx.ipr
-            if i is None:
-                i = ctx.ipr = open_ipr(worker(ctx))
-    return i
+    with ctx.lock:
+        if ctx.ipr is None:
+            ctx.ipr = open_ipr(worker(ctx))
+        return ctx.ipr
 
 
 def channel(ctx: HostContext) -> Channel:
     """The namespace's fast netlink channel (its own socket, opened in the namespace)."""
-    ch = ctx.netlink
-    if ch is None:
-        with ctx.lock:
-            ch = ctx.netlink
-            if ch is None:
-                ch = ctx.netlink = Channel(open_socket(worker(ctx)))
-    return ch
+    with ctx.lock:
+        if ctx.netlink is None:
+            ctx.netlink = Channel(open_socket(worker(ctx)))
+        return ctx.netlink
 
 
 # ---------------------------------------------------------------------------

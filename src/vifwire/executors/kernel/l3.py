@@ -12,7 +12,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from vifwire.errors import HostError
 from vifwire.executors.base import HostContext, Undo
@@ -72,6 +73,38 @@ def indexes(ch: Channel, names: list[str]) -> dict[str, int | None]:
     return {n: have.get(n) for n in names}
 
 
+def settle(steps: list[Step], slow: set[int], added: dict[int, list[Any]], delete: Callable[[Any], Any],
+           one: Callable[[Step], Undo | None]) -> list[Undo | None | Exception]:
+    """The outcome of each step of a pipelined batch.
+
+    A step in ``slow`` (a request of it failed, or it could not be pipelined)
+    has what the batch added for it deleted again and is applied on its own,
+    which names its problem; the others get an undo of what was added for
+    them (None if nothing was).
+    """
+    out: list[Undo | None | Exception] = []
+    for i, s in enumerate(steps):
+        if i in slow:
+            for item in reversed(added.pop(i, [])):
+                delete(item)
+            try:
+                out.append(one(s))
+            except Exception as exc:  # noqa: BLE001 - this port fails, the batch goes on
+                out.append(exc)
+        elif added.get(i):
+            out.append(_undo_all(list(added[i]), delete))
+        else:
+            out.append(None)
+    return out
+
+
+def _undo_all(items: list[Any], delete: Callable[[Any], Any]) -> Undo:
+    def undo() -> None:
+        for item in reversed(items):
+            delete(item)
+    return undo
+
+
 def _route_lookup(ch: Channel, addr: IPAddress) -> Route | None:
     """The unicast FIB entry that matches ``addr`` exactly, if any."""
     cur = ch.route_get(family(addr), addr.packed)
@@ -117,29 +150,9 @@ class RoutesHandler(ViewVerifier):
                 added.setdefault(i, []).append(addr)
             else:
                 slow.add(i)
-        out: list[Undo | None | Exception] = []
-        for i, s in enumerate(steps):
-            if i in slow:
-                for addr in reversed(added.pop(i, [])):
-                    delete_route(ch, addr, None)
-                try:
-                    out.append(self.apply(s, ctx))
-                except Exception as exc:  # noqa: BLE001 - this port fails, the batch goes on
-                    out.append(exc)
-            elif added.get(i):
-                out.append(self._undo(ch, added[i]))
-            else:
-                out.append(None)
         log.debug("routes: %d added in one pipeline, %d step(s) one by one", sum(map(len, added.values())),
                   len(slow))
-        return out
-
-    @staticmethod
-    def _undo(ch: Channel, added: list[IPAddress]) -> Undo:
-        def undo() -> None:
-            for addr in reversed(added):
-                delete_route(ch, addr, None)
-        return undo
+        return settle(steps, slow, added, lambda addr: delete_route(ch, addr, None), lambda s: self.apply(s, ctx))
 
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
         a = step.args
@@ -246,7 +259,7 @@ class ProxyNdpHandler(ViewVerifier):
         per entry. A step with a failed request goes through :meth:`apply`.
         """
         if len(steps) < DUMP_FROM:
-            return [self._one(s, ctx) for s in steps]
+            return settle(steps, set(range(len(steps))), {}, lambda entry: None, lambda s: self.apply(s, ctx))
         ch = channel(ctx)
         idxs = indexes(ch, list(dict.fromkeys(s.args["dev"] for s in steps)))
         have = ch.proxy_neighbours(socket.AF_INET6)
@@ -273,32 +286,9 @@ class ProxyNdpHandler(ViewVerifier):
                 added.setdefault(i, []).append((addr, idx))
             else:
                 slow.add(i)
-        out: list[Undo | None | Exception] = []
-        for i, s in enumerate(steps):
-            if i in slow:
-                for addr, idx in reversed(added.pop(i, [])):
-                    _ndp_delete(ch, addr, idx)
-                out.append(self._one(s, ctx))
-            elif added.get(i):
-                out.append(self._undo(ch, added[i]))
-            else:
-                out.append(None)
         log.debug("proxy NDP: %d entries added in one pipeline, %d step(s) one by one",
                   sum(map(len, added.values())), len(slow))
-        return out
-
-    def _one(self, step: Step, ctx: HostContext) -> Undo | None | Exception:
-        try:
-            return self.apply(step, ctx)
-        except Exception as exc:  # noqa: BLE001 - this port fails, the batch goes on
-            return exc
-
-    @staticmethod
-    def _undo(ch: Channel, added: list[tuple[ipaddress.IPv6Address, int]]) -> Undo:
-        def undo() -> None:
-            for addr, idx in reversed(added):
-                _ndp_delete(ch, addr, idx)
-        return undo
+        return settle(steps, slow, added, lambda entry: _ndp_delete(ch, *entry), lambda s: self.apply(s, ctx))
 
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
         a = step.args
