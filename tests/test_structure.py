@@ -148,6 +148,5 @@ def test_lower_layers_do_not_import_front_ends_or_the_service():
 
 def test_modules_stay_small():
     big = {str(m.relative_to(SRC)): n for m in _modules() if (n := len(m.read_text().splitlines())) > 650}
-    # renderers/libvirt.py mirrors Nova's per-type rendering table and
-    # executors/antispoof.py the nftables ruleset: both are single-job modules
-    assert set(big) <= {"renderers/libvirt.py", "executors/antispoof.py", "executors/ovsdb.py"}, big
+    # executors/antispoof.py mirrors the nftables ruleset: a single-job module
+    assert set(big) <= {"executors/antispoof.py"}, big
