@@ -17,7 +17,9 @@ times the step handler's batch verbs, what a run of N routed ports costs
 (``vifwire.executors.firewall.AntiSpoofHandler``): ``apply_many`` of N new
 ports into an empty table (one transaction), ``verify_many`` of them (one
 read of the sets), ``apply_many`` again (a re-plug: nothing changes), and
-``remove_bulk`` (one transaction); next to them the per-port paths a run
+``remove_bulk`` (one transaction); next to them the floor, the same two
+transactions handed to libnftables as prebuilt text (what is left is the
+library and the kernel), and the per-port paths a run
 used to take: one transaction per port (``install_port``) and one
 ``port_entries`` per port (three table listings each, timed on a sample of
 20 ports and scaled to N).
@@ -100,6 +102,7 @@ def run_size(asp: AntiSpoof, have: int, target: int, reps: int, bridged: bool) -
 
 
 def run_batch(n: int, rounds: int) -> None:
+    from vifwire.executors.antispoof import _add_cmds, _delete_cmds, _doc, _want_text
     from vifwire.executors.base import HostContext
     from vifwire.executors.firewall import AntiSpoofHandler, anti_spoof
     from vifwire.planner.plan import Step
@@ -117,11 +120,17 @@ def run_batch(n: int, rounds: int) -> None:
             anti.ensure()
             pfs = [port(i) for i in range(n)]
             steps = [step(pf) for pf in pfs]
+            texts = [_want_text(pf) for pf in pfs]
+            add_doc = _doc(_add_cmds(texts, registry="create"))
+            del_doc = _doc(_delete_cmds(texts))
             got = {
                 "apply_many (new)": timed(lambda: h.apply_many(steps, ctx)),
                 "verify_many": timed(lambda: h.verify_many(steps, ctx)),
                 "apply_many (re-plug)": timed(lambda: h.apply_many(steps, ctx)),
                 "remove_bulk": timed(lambda: h.remove_bulk(steps, ctx)),
+                # the floor: the same transactions as prebuilt text, libnftables and the kernel only
+                "floor: libnftables add": timed(lambda: ctx.nft.run_text(add_doc)),
+                "floor: libnftables delete": timed(lambda: ctx.nft.run_text(del_doc)),
                 "per port: install_port x N": timed(lambda: [anti.install_port(pf) for pf in pfs]),
                 "per port: port_entries x N": timed(lambda: [anti.port_entries(pf.ifname) for pf in pfs[:20]])
                 * n / 20,

@@ -945,3 +945,84 @@ def test_eui64_link_local():
     assert str(eui64_link_local("52:54:00:12:34:56")) == "fe80::5054:ff:fe12:3456"
     assert str(eui64_link_local("02:98:00:00:00:0a")) == "fe80::98:ff:fe00:a"
     assert ipaddress.IPv6Address("fe80::98:ff:fe00:a") == eui64_link_local("02-98-00-00-00-0A")
+
+
+# ---------------------------------------------------------------------------
+# element texts (no namespace): what a batch sends
+# ---------------------------------------------------------------------------
+
+#: ports_fp digests as the dict-and-json.dumps implementation computed them:
+#: ports installed by an earlier vifwire must still match (re-plug, remove
+#: with hint), so the text path must give exactly these
+PINNED_FP = [
+    (("tap000123", "fa:16:3e:c0:00:7b", ["10.100.0.124"], ["fd97::7b"], [], False),
+     "ed67:c309:aea:744c:c825:faf5:ddfd:6c90"),
+    (("tap1", "02:98:00:00:00:0a", ["10.0.0.1"], ["fe80::98:ff:fe00:b"], [], False),  # link-local sibling
+     "151:ccd2:b574:d287:546a:a88f:92d0:d064"),
+    (("br0p1", "02:98:00:00:00:01", ["10.0.0.4", "10.0.0.5"], ["fd00::1"],
+      [("10.9.0.0/24", None), ("fd09::/64", "02:98:00:00:00:02")], True),
+     "db10:515e:8832:6dc5:e216:5f74:d52a:b781"),
+    (('t"q\\', "02-98-00-00-00-03", [], [], [("10.1.1.1", None)], False),
+     "5ac4:efca:9f8a:2a06:4ade:9bb8:4012:c7a7"),
+]
+
+
+@pytest.mark.parametrize("args,fp", PINNED_FP)
+def test_fingerprint_is_stable(args, fp):
+    from vifwire.executors.antispoof import _want
+
+    assert _want(PortFilter(*args))["inet"]["ports_fp"] == [{"concat": [args[0], fp]}]
+
+
+def test_batch_text_is_the_ports_elements():
+    """The batch command text (one command per set, ifname-only sets of a
+    family sharing one list) holds exactly every port's elements, the
+    ``ports`` registry first (create), for a mix of routed and bridged ports."""
+    import json
+
+    from vifwire.executors.antispoof import _add_cmds, _delete_cmds, _doc, _json_parts, _want, _want_text
+
+    pfs = [PortFilter(*args) for args, _fp in PINNED_FP] + [
+        PortFilter(f"tb{i}", f"02:98:03:00:00:{i:02x}", [f"10.3.0.{i}"], [f"fd03::{i:x}"],
+                   [(f"10.4.{i}.0/24", None)] if i % 3 == 0 else [], bridged=i % 2 == 1) for i in range(1, 12)]
+
+    def grouped(doc: str) -> dict:
+        out: dict = {}
+        for cmd in json.loads(doc)["nftables"]:
+            (verb, body), = cmd.items()
+            e = body["element"]
+            assert e["table"] == "vifwire"
+            out.setdefault((verb, e["family"], e["name"]), []).extend(e["elem"])
+        return out
+
+    want: dict = {}
+    for pf in pfs:
+        for fam, sets in _want(pf).items():
+            for sname, elems in sets.items():
+                want.setdefault((fam, sname), []).extend(elems)
+    doc = _doc(_add_cmds([_want_text(pf) for pf in pfs], registry="create"))
+    assert json.loads(doc)["nftables"][0]["create"]["element"]["name"] == "ports"
+    key = lambda e: json.dumps(e, sort_keys=True)  # noqa: E731
+    got = grouped(doc)
+    assert {(f, s): sorted(map(key, v)) for (_verb, f, s), v in got.items()} == \
+        {k: sorted(map(key, v)) for k, v in want.items()}
+    assert {verb for verb, _f, s in got if s != "ports"} == {"add"}
+    # deletes: the same from texts or from listed-form elements, mixed
+    mixed = [_want_text(pf) if i % 2 else _json_parts(_want(pf)) for i, pf in enumerate(pfs)]
+    dels = grouped(_doc(_delete_cmds(mixed)))
+    assert {(f, s): sorted(map(key, v)) for (verb, f, s), v in dels.items() if verb == "delete"} == \
+        {k: sorted(map(key, v)) for k, v in want.items()}
+
+
+def test_common_port_shortcut_matches_general_path():
+    """One IPv4 + one IPv6, no pairs, takes a shortcut past the collapse; the
+    same port spelled so it cannot (a duplicated address) gives the same."""
+    from vifwire.executors.antispoof import _want
+
+    for i, v6 in enumerate(["fd97::7b", "fe80::98:ff:fe00:a", "fe80::98:ff:fe00:b", "fe80::98:ff:fe00:c",
+                            "::ffff:10.0.0.1", "FD97::0:1", "fd97::7b/64"]):
+        for mac in ("02:98:00:00:00:0a", "FA-16-3E-00-00-01"):
+            for bridged in (False, True):
+                pf = PortFilter(f"tc{i}", mac, ["10.0.0.3"], [v6], bridged=bridged)
+                twice = PortFilter(f"tc{i}", mac, ["10.0.0.3", "10.0.0.3"], [v6], bridged=bridged)
+                assert _want(pf) == _want(twice), (v6, mac)

@@ -93,7 +93,13 @@ commands whatever the number of ports (libnftables parses and evaluates
 each command; 1000 ports' elements cost a third of 1000 ports' commands).
 The transaction is all-or-nothing (nftables wiki, "Atomic rule
 replacement"); which port made it fail is not reported, so a failed batch is
-narrowed down as :meth:`AntiSpoof.install_ports` describes. ``check`` reads
+narrowed down as :meth:`AntiSpoof.install_ports` describes. Plug and unplug
+build the transaction as JSON text straight from each port's element texts
+(:func:`_want_text`: no element dicts, no ``json.dumps`` of the batch);
+that and the ``ports_fp`` digest computed alongside are the Python side of
+a 1000-port plug (~45 ms here), libnftables and the kernel the rest (~100
+ms; ``bench/antispoof_bench.py --batch``). nft syntax instead of JSON does
+not parse faster, nor do smaller commands. ``check`` reads
 the few sets it needs once for all ports (:class:`GuardView`).
 
 Single writer: the read-then-write paths assume one vifwire process
@@ -108,7 +114,7 @@ import json
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from vifwire.executors.nft import Nft, NftError
 
@@ -215,9 +221,14 @@ def norm_mac(mac: str) -> str:
 
 def _eui64_int(mac: str) -> int:
     """fe80::/64 + modified EUI-64 interface id of ``mac`` (RFC 4291 appendix A), as an int."""
-    b = bytes(int(x, 16) for x in norm_mac(mac).split(":"))
-    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:6]
-    return (0xFE80 << 112) | int.from_bytes(iid, "big")
+    return _eui64_of_norm(norm_mac(mac))
+
+
+def _eui64_of_norm(mac: str) -> int:
+    """:func:`_eui64_int` of a MAC :func:`norm_mac` returned: OUI, ff:fe, NIC part, U/L bit flipped."""
+    v = int(mac.replace(":", ""), 16)
+    iid = ((v >> 24) << 40) | (0xFFFE << 24) | (v & 0xFFFFFF)
+    return (0xFE80 << 112) | (iid ^ (0x02 << 56))
 
 
 def eui64_link_local(mac: str) -> ipaddress.IPv6Address:
@@ -295,24 +306,6 @@ def _cat(*xs: Any) -> dict:
     return {"concat": list(xs)}
 
 
-def _ip_parts(n: _Net) -> tuple[Any, str]:
-    """(JSON element, canonical key text) of an address set's address part."""
-    text = _text(n[0], n[1])
-    key = f"{text}/{n[2]}"  # str(ipaddress.ip_network(...)), what _canon gives
-    if n[2] == _MAX_PLEN[n[0]]:
-        return text, key
-    return {"prefix": {"addr": text, "len": n[2]}}, key
-
-
-def _nd_parts(n: _Net) -> tuple[Any, str]:
-    """(JSON element, canonical key text) of an ``allow_nd*`` set's target part."""
-    lo = _hex128(n[1])
-    if n[2] == 128:
-        return lo, lo
-    hi = _hex128(n[1] | ((1 << (128 - n[2])) - 1))
-    return {"range": [lo, hi]}, f"{lo}-{hi}"
-
-
 _MAYBE_CANON = frozenset("0123456789abcdefxABCDEFX.:/")
 
 
@@ -328,82 +321,203 @@ def _ifname_key(ifname: str) -> str:
     return json.dumps(ifname)
 
 
-def _want(pf: PortFilter) -> dict[str, dict[str, list]]:
-    """Everything ``pf`` needs installed: family -> set name -> JSON elements.
+_ADDR_KEYS = ("allow_mac", "allow_v4", "allow_v4_net", "allow_v6", "allow_v6_net", "allow_nd", "allow_nd_net")
 
-    Raises ValueError for an invalid interface name, MAC or address. The
-    ``ports_fp`` fingerprint is computed from canonical keys built alongside
-    the elements, so no element is parsed back.
+
+def _fam_order(fam: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], list[str]]:
+    """(sets in emit order, its ifname-only sets, address sets in digest order, digest tail pieces).
+
+    Emit order: drop sets, address sets, ``vif_ifaces`` last (the dispatch
+    element). Digest order is sorted by name: every ``allow_*`` sorts before
+    every ``drop_*``, which sort before ``vif_ifaces``, so the digest body of
+    a family is its address sets, then a tail of one-key lists that only
+    depends on the escaped ifname key (``eik.join(pieces)``).
+    """
+    addr = tuple(s for s in _ADDR_KEYS if s in ADDR_SETS[fam])
+    drops = tuple(f"drop_{r}" for r in REASONS[fam])
+    tail_names = [*sorted(drops), "vif_ifaces"]
+    pieces = [f'"{tail_names[0]}": ["'] + [f'"], "{n}": ["' for n in tail_names[1:]] + ['"]']
+    return (*drops, *addr, "vif_ifaces"), (*drops, "vif_ifaces"), tuple(sorted(addr)), pieces
+
+
+_FAM_ORDER = {fam: _fam_order(fam) for fam in FAMILIES}
+
+
+def _esc(s: str) -> str:
+    """``s`` inside a JSON string (s is printable ASCII: only backslash and quote need escaping)."""
+    return s.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class _PortText:
+    """A port's elements as JSON text (:func:`_want_text`).
+
+    ``ij`` is the ifname's JSON text, the whole element of the registry,
+    ``drop_*`` and ``vif_ifaces`` sets; ``addr`` holds the address sets'
+    element texts (a list per set of ``_ADDR_KEYS``, shared by the port's
+    families); ``fp`` is its ``ports_fp`` element. Kept this compact because
+    a batch groups N ports per set (:func:`_by_set`): the ifname-only sets
+    of a family all share one list of the ports' ``ij``.
+    """
+
+    __slots__ = ("ij", "fams", "addr", "fp")
+
+    def __init__(self, ij: str, fams: tuple[str, ...], addr: dict[str, list[str]], fp: str):
+        self.ij, self.fams, self.addr, self.fp = ij, fams, addr, fp
+
+    def items(self) -> Iterator[tuple[tuple[str, str], list[str]]]:
+        """(family, set) -> element texts, non-empty sets only, in emit order."""
+        for fam in self.fams:
+            for sname in _FAM_ORDER[fam][0]:
+                e = self.addr.get(sname)
+                if e is None:
+                    yield (fam, sname), [self.ij]
+                elif e:
+                    yield (fam, sname), e
+        yield (REGISTRY_FAMILY, "ports_fp"), [self.fp]
+        yield (REGISTRY_FAMILY, "ports"), [self.ij]
+
+
+#: what a transaction's element commands are built from: ports' texts, or
+#: (family, set) -> element texts (a listing or a diff, :func:`_json_parts`)
+_Parts = dict[tuple[str, str], list[str]]
+
+
+def _want_text(pf: PortFilter) -> _PortText:
+    """Everything ``pf`` needs installed, as JSON text.
+
+    This is the batch hot path (a run of N ports computes N of these, and
+    the transaction is their texts joined, see :func:`_add_cmds`), so no
+    element is built as a dict nor serialised by ``json``: each element is
+    written out as its JSON text, and its canonical key (:func:`_key`) next
+    to it, for the ``ports_fp`` fingerprint (:func:`_digest_of`). Raises
+    ValueError for an invalid interface name, MAC or address.
     """
     ifname = pf.ifname
     if not isinstance(ifname, str) or not _IFNAME_RE.match(ifname):
         raise ValueError(f"invalid interface name {ifname!r}")
     mac = norm_mac(pf.mac)
-    by_mac: dict[str, list[_Net]] = {mac: []}
+    own: list[_Net] = []
+    by_mac: dict[str, list[_Net]] = {mac: own}
     for a in pf.ipv4:
         ver, v = _host(a)
         if ver != 4:
             raise ValueError(f"{ifname}: {a!r} in ipv4 is not an IPv4 address")
-        by_mac[mac].append((4, v, 32))
+        own.append((4, v, 32))
     for a in pf.ipv6:
         ver, v = _host(a)
         if ver != 6:
             raise ValueError(f"{ifname}: {a!r} in ipv6 is not an IPv6 address")
-        by_mac[mac].append((6, v, 128))
+        own.append((6, v, 128))
     for pair in pf.allowed_pairs:
         if isinstance(pair, str):
             pair = (pair, None)
         ip_or_cidr, pmac = pair[0], (pair[1] if len(pair) > 1 else None)
         m = norm_mac(pmac) if pmac else mac
         by_mac.setdefault(m, []).append(_net(ip_or_cidr))
-    ik = _ifname_key(ifname)
-    # (element, key) per set; a key is _key(element): json.dumps of the
-    # canonical concat, written out by hand (every part but the ifname is
-    # plain ASCII that JSON does not escape)
-    host4: list = []
-    net4: list = []
-    host6: list = []
-    net6: list = []
-    nd: list = []
-    nd_net: list = []
+    ik = _ifname_key(ifname)  # the ifname in keys (canonical form, JSON text)
+    ij = json.dumps(ifname)  # the ifname in elements (JSON text)
+    # set -> (keys, element texts); a key is _key(element): json.dumps of the
+    # canonical concat, written out (every part but the ifname is plain ASCII)
+    keys: dict[str, list[str]] = {s: [] for s in _ADDR_KEYS}
+    elems: dict[str, list[str]] = {s: [] for s in _ADDR_KEYS}
+    if not pf.allowed_pairs and len(pf.ipv4) == 1 and len(pf.ipv6) == 1:
+        # the common port, one IPv4 and one IPv6 address, no pairs: what the
+        # loop below computes, without collapsing (nothing collapses unless
+        # the IPv6 address is its link-local or that one's sibling)
+        (_v4, a4, _p4), (_v6, a6, _p6) = own
+        ll = _eui64_of_norm(mac)
+        if a6 >> 1 != ll >> 1:
+            t4, t6, tl = _text(4, a4), _text(6, a6), _text(6, ll)
+            h6, hl = _hex128(a6), _hex128(ll)
+            pk = f'[{ik}, "{mac}", "'
+            pe = f'{{"concat":[{ij},"{mac}",'
+            first, second = ((t6, h6), (tl, hl)) if a6 < ll else ((tl, hl), (t6, h6))
+            keys["allow_mac"] = [f'[{ik}, "{mac}"]']
+            elems["allow_mac"] = [f'{{"concat":[{ij},"{mac}"]}}']
+            keys["allow_v4"] = [f'{pk}{t4}/32"]']
+            elems["allow_v4"] = [f'{pe}"{t4}"]}}']
+            keys["allow_v6"] = [f'{pk}{first[0]}/128"]', f'{pk}{second[0]}/128"]']
+            elems["allow_v6"] = [f'{pe}"{first[0]}"]}}', f'{pe}"{second[0]}"]}}']
+            keys["allow_nd"] = [f'{pk}{first[1]}"]', f'{pk}{second[1]}"]']
+            elems["allow_nd"] = [f'{pe}"{first[1]}"]}}', f'{pe}"{second[1]}"]}}']
+            by_mac = {}
     for m in sorted(by_mac):
+        pk = f'[{ik}, "{m}", "'
+        pe = f'{{"concat":[{ij},"{m}",'
+        keys["allow_mac"].append(f'[{ik}, "{m}"]')
+        elems["allow_mac"].append(f'{{"concat":[{ij},"{m}"]}}')
         # every MAC that may send gets its EUI-64 link-local (as Neutron does)
-        nets = by_mac[m] + [(6, _eui64_int(m), 128)]
+        nets = by_mac[m] + [(6, _eui64_of_norm(m), 128)]
         # pipapo (concatenated interval) sets reject overlapping elements:
         # collapse per MAC so host addresses inside a pair CIDR disappear.
+        # Host addresses go to hash sets (O(1) insert and lookup); only CIDR
+        # pairs go to the interval sets, whose cost grows with their size.
         for n in _collapse(4, nets):
-            el, k = _ip_parts(n)
-            (host4 if n[2] == 32 else net4).append((_cat(ifname, m, el), f'[{ik}, "{m}", "{k}"]'))
+            text, plen = _text(4, n[1]), n[2]
+            if plen == 32:
+                keys["allow_v4"].append(f'{pk}{text}/32"]')
+                elems["allow_v4"].append(f'{pe}"{text}"]}}')
+            else:
+                keys["allow_v4_net"].append(f'{pk}{text}/{plen}"]')
+                elems["allow_v4_net"].append(f'{pe}{{"prefix":{{"addr":"{text}","len":{plen}}}}}]}}')
         for n in _collapse(6, nets):
-            el, k = _ip_parts(n)
-            (host6 if n[2] == 128 else net6).append((_cat(ifname, m, el), f'[{ik}, "{m}", "{k}"]'))
-            el, k = _nd_parts(n)
-            (nd if n[2] == 128 else nd_net).append((_cat(ifname, m, el), f'[{ik}, "{m}", "{k}"]'))
-    macs = [(_cat(ifname, m), f'[{ik}, "{m}"]') for m in sorted(by_mac)]
+            text, plen = _text(6, n[1]), n[2]
+            lo = _hex128(n[1])  # the ND target (allow_nd*), a raw 128-bit value
+            if plen == 128:
+                keys["allow_v6"].append(f'{pk}{text}/128"]')
+                elems["allow_v6"].append(f'{pe}"{text}"]}}')
+                keys["allow_nd"].append(f'{pk}{lo}"]')
+                elems["allow_nd"].append(f'{pe}"{lo}"]}}')
+            else:
+                hi = _hex128(n[1] | ((1 << (128 - plen)) - 1))
+                keys["allow_v6_net"].append(f'{pk}{text}/{plen}"]')
+                elems["allow_v6_net"].append(f'{pe}{{"prefix":{{"addr":"{text}","len":{plen}}}}}]}}')
+                keys["allow_nd_net"].append(f'{pk}{lo}-{hi}"]')
+                elems["allow_nd_net"].append(f'{pe}{{"range":["{lo}","{hi}"]}}]}}')
+    seg: dict[str, str] = {}  # set -> its digest body entry (computed once for both families)
+    eik = _esc(ik)
+    fams = pf.families()
+    bodies = []
+    for fam in fams:
+        _emit, _ifs, addr_sorted, tail = _FAM_ORDER[fam]
+        body = []
+        for sname in addr_sorted:
+            s = seg.get(sname)
+            if s is None:
+                k = keys[sname]
+                if not k:
+                    continue
+                # keys joined by NUL (which JSON text never holds raw), escaped
+                # in one go, NUL then turned into the list separator
+                s = seg[sname] = f'"{sname}": ["' + _esc("\0".join(sorted(k))).replace("\0", '", "') + '"]'
+            body.append(s)
+        body.append(eik.join(tail))
+        bodies.append(f'"{fam}": {{' + ", ".join(body) + "}")
+    bodies.sort()  # by family name: the body is json.dumps(..., sort_keys=True)
+    digest = _digest_of("{" + ", ".join(bodies) + "}")
+    return _PortText(ij, fams, elems, f'{{"concat":[{ij},"{digest}"]}}')
+
+
+def _want(pf: PortFilter) -> dict[str, dict[str, list]]:
+    """:func:`_want_text` as JSON elements: family -> set name -> elements.
+
+    Parsed from the text, so it is what a transaction sends by construction
+    (the reconcile path compares it with nft's listing).
+    """
+    return _parts_json(_want_text(pf))
+
+
+def _parts_json(parts: _PortText | _Parts) -> dict[str, dict[str, list]]:
     out: dict[str, dict[str, list]] = {}
-    body: dict[str, dict[str, list[str]]] = {}
-    for fam in pf.families():
-        sets: dict[str, list] = {}
-        for reason in REASONS[fam]:
-            sets[f"drop_{reason}"] = [(ifname, ik)]
-        sets["allow_mac"] = macs
-        # host addresses go to hash sets (O(1) insert and lookup); only CIDR
-        # pairs go to the interval (pipapo) sets, whose insert and lookup
-        # cost grows with their size
-        sets["allow_v4"] = host4
-        sets["allow_v4_net"] = net4
-        if "allow_v6" in ADDR_SETS[fam]:
-            sets["allow_v6"] = host6
-            sets["allow_v6_net"] = net6
-            sets["allow_nd"] = nd
-            sets["allow_nd_net"] = nd_net
-        sets["vif_ifaces"] = [(ifname, ik)]  # the dispatch element last
-        out[fam] = {k: [e for e, _ in v] for k, v in sets.items() if v}
-        body[fam] = {k: sorted(key for _, key in v) for k, v in sets.items() if v}
-    reg = out.setdefault(REGISTRY_FAMILY, {})
-    reg["ports_fp"] = [_cat(ifname, _digest(body))]
-    reg["ports"] = [ifname]
+    for (fam, sname), texts in parts.items():
+        out.setdefault(fam, {})[sname] = [json.loads(t) for t in texts]
     return out
+
+
+def _json_parts(have: dict[str, dict[str, list]]) -> _Parts:
+    """Inverse of :func:`_parts_json` for elements in nft's JSON form (listed or diffed)."""
+    return {(fam, sname): [json.dumps(_elem_val(e), separators=(",", ":")) for e in elems]
+            for fam, sets in have.items() for sname, elems in sets.items() if elems}
 
 
 # ---------------------------------------------------------------------------
@@ -650,12 +764,12 @@ class AntiSpoof:
 
     def add_ports(self, pfs: Iterable[PortFilter]) -> None:
         """:meth:`add_port` for many ports, still ONE transaction (bulk load, resync)."""
-        wants: dict[str, dict[str, dict[str, list]]] = {}
+        parts: dict[str, _PortText] = {}
         for pf in pfs:
-            wants[pf.ifname] = _want(pf)  # validates; the last one of an ifname wins
-        if wants:
+            parts[pf.ifname] = _want_text(pf)  # validates; the last one of an ifname wins
+        if parts:
             self.ensure()
-            self._converge(wants, maybe_new=True)
+            self._converge(parts, maybe_new=True)
 
     def install_port(self, pf: PortFilter) -> bool:
         """Install ``pf`` as :meth:`add_port` does; True if the port was new.
@@ -664,9 +778,9 @@ class AntiSpoof:
         now reconciled with ``pf``). Raises ValueError (invalid ``pf``) or
         :class:`~vifwire.executors.nft.NftError`.
         """
-        want = _want(pf)
+        parts = _want_text(pf)
         self.ensure()
-        return self._install_one(pf.ifname, want)
+        return self._install_one(pf.ifname, parts)
 
     def install_ports(self, pfs: list[PortFilter]) -> list[bool | Exception]:
         """Install many ports in ONE nft transaction; per port, what :meth:`install_port` says.
@@ -688,12 +802,12 @@ class AntiSpoof:
         :meth:`add_port` called in order).
         """
         out: list[bool | Exception | None] = [None] * len(pfs)
-        wants: dict[int, dict[str, dict[str, list]]] = {}
+        parts: dict[int, _PortText] = {}
         first: dict[str, int] = {}
         again: list[int] = []
         for i, pf in enumerate(pfs):
             try:
-                wants[i] = _want(pf)
+                parts[i] = _want_text(pf)
             except ValueError as exc:
                 out[i] = exc
                 continue
@@ -701,26 +815,26 @@ class AntiSpoof:
                 again.append(i)
             else:
                 first[pf.ifname] = i
-        if wants:
+        if parts:
             try:
                 self.ensure()
             except NftError as exc:
                 return [exc if o is None else o for o in out]
-        self._install_batch(pfs, list(first.values()), wants, out)
+        self._install_batch(pfs, list(first.values()), parts, out)
         for i in again:
-            self._install_guarded(pfs[i].ifname, wants[i], out, i)
+            self._install_guarded(pfs[i].ifname, parts[i], out, i)
         return out  # type: ignore[return-value]  # every slot is filled
 
-    def _install_batch(self, pfs: list[PortFilter], idx: list[int],
-                       wants: dict[int, dict[str, dict[str, list]]], out: list) -> None:
+    def _install_batch(self, pfs: list[PortFilter], idx: list[int], parts: dict[int, _PortText],
+                       out: list) -> None:
         if len(idx) <= 1:
-            self._install_each(pfs, idx, wants, out)
+            self._install_each(pfs, idx, parts, out)
             return
         try:
-            self.nft.run({"nftables": _add_cmds([wants[i] for i in idx], registry="create")})
+            self.nft.run_text(_doc(_add_cmds([parts[i] for i in idx], registry="create")))
         except NftError as exc:
             if not _is_eexist(exc):
-                self._install_each(pfs, idx, wants, out)
+                self._install_each(pfs, idx, parts, out)
                 return
         else:
             for i in idx:
@@ -730,83 +844,85 @@ class AntiSpoof:
         try:
             have = {_elem_val(e) for e in self._list_set(REGISTRY_FAMILY, "ports")}
         except NftError:
-            self._install_each(pfs, idx, wants, out)
+            self._install_each(pfs, idx, parts, out)
             return
         new = [i for i in idx if pfs[i].ifname not in have]
         old = [i for i in idx if pfs[i].ifname in have]
         if new:
             try:
-                self.nft.run({"nftables": _add_cmds([wants[i] for i in new], registry="create")})
+                self.nft.run_text(_doc(_add_cmds([parts[i] for i in new], registry="create")))
                 for i in new:
                     out[i] = True
             except NftError:
-                self._install_each(pfs, new, wants, out)
+                self._install_each(pfs, new, parts, out)
         if old:
             try:
-                self._converge({pfs[i].ifname: wants[i] for i in old}, maybe_new=False)
+                self._converge({pfs[i].ifname: parts[i] for i in old}, maybe_new=False)
                 for i in old:
                     out[i] = False
             except NftError:
-                self._install_each(pfs, old, wants, out)
+                self._install_each(pfs, old, parts, out)
 
-    def _install_each(self, pfs: list[PortFilter], idx: list[int],
-                      wants: dict[int, dict[str, dict[str, list]]], out: list) -> None:
+    def _install_each(self, pfs: list[PortFilter], idx: list[int], parts: dict[int, _PortText],
+                      out: list) -> None:
         for i in idx:
-            self._install_guarded(pfs[i].ifname, wants[i], out, i)
+            self._install_guarded(pfs[i].ifname, parts[i], out, i)
 
-    def _install_guarded(self, ifname: str, want: dict[str, dict[str, list]], out: list, i: int) -> None:
+    def _install_guarded(self, ifname: str, parts: _PortText, out: list, i: int) -> None:
         try:
-            out[i] = self._install_one(ifname, want)
+            out[i] = self._install_one(ifname, parts)
         except (NftError, AntiSpoofError) as exc:
             out[i] = exc
 
-    def _install_one(self, ifname: str, want: dict[str, dict[str, list]]) -> bool:
+    def _install_one(self, ifname: str, parts: _PortText) -> bool:
         try:
-            self.nft.run({"nftables": _add_cmds([want], registry="create")})
+            self.nft.run_text(_doc(_add_cmds([parts], registry="create")))
             return True
         except NftError as exc:
             if not _is_eexist(exc):
                 raise
-        self._converge({ifname: want}, maybe_new=False)  # was there: reconcile, nothing to undo
+        self._converge({ifname: parts}, maybe_new=False)  # was there: reconcile, nothing to undo
         return False
 
-    def _converge(self, wants: dict[str, dict[str, dict[str, list]]], maybe_new: bool) -> None:
+    def _converge(self, parts: dict[str, _PortText], maybe_new: bool) -> None:
         """Steps 1-3 of :meth:`add_port` for many ports, each one transaction."""
         # 1. all new
         if maybe_new:
             try:
-                self.nft.run({"nftables": _add_cmds(wants.values(), registry="create")})
+                self.nft.run_text(_doc(_add_cmds(parts.values(), registry="create")))
                 return
             except NftError as exc:
                 if not _is_eexist(exc):
                     raise
         # 2. new or unchanged: probe the fingerprints inside the batch
-        fps = [e for w in wants.values() for e in w[REGISTRY_FAMILY]["ports_fp"]]
-        cmds = [_elem_cmd("delete", REGISTRY_FAMILY, "ports_fp", fps),
-                _elem_cmd("add", REGISTRY_FAMILY, "ports_fp", fps),
-                *_add_cmds(wants.values(), registry="add")]
+        fps = [p.fp for p in parts.values()]
+        cmds = [_cmd_text("delete", REGISTRY_FAMILY, "ports_fp", fps),
+                _cmd_text("add", REGISTRY_FAMILY, "ports_fp", fps),
+                *_add_cmds(parts.values(), registry="add")]
         try:
-            self.nft.run({"nftables": cmds})
+            self.nft.run_text(_doc(cmds))
             return
         except NftError as exc:
             if not (_is_enoent(exc) or _is_eexist(exc)):
                 raise
         # 3. reconcile the ports whose fingerprint differs with what is installed
         have_fps = {_key(e) for e in self._list_set(REGISTRY_FAMILY, "ports_fp")}
-        changed = {n for n, w in wants.items() if _key(w[REGISTRY_FAMILY]["ports_fp"][0]) not in have_fps}
+        changed = {n for n, p in parts.items()
+                   if _key(json.loads(p.fp)) not in have_fps}
         have_all = self._entries_many(changed)
-        deletes: list[dict[str, dict[str, list]]] = []
-        adds: list[dict[str, dict[str, list]]] = []
-        for ifname, want in wants.items():
+        deletes: list[_Parts] = []
+        adds: list[_PortText | _Parts] = []
+        for ifname, p in parts.items():
             if ifname not in changed:
-                adds.append(want)  # re-add = repair
+                adds.append(p)  # re-add = repair
                 continue
+            want = _parts_json(p)
             have = have_all.get(ifname, {})
-            deletes.append(_diff(have, want))
-            adds.append(_diff(want, have))
+            deletes.append(_json_parts(_diff(have, want)))
+            adds.append(_json_parts(_diff(want, have)))
         cmds = _delete_cmds(deletes) + _add_cmds(adds, registry="add")
         if cmds:
-            self.nft.run({"nftables": cmds})
+            self.nft.run_text(_doc(cmds))
 
     def remove_port(self, ifname: str, hint: PortFilter | None = None) -> None:
         """Remove exactly ``ifname``'s elements (one transaction); absent = no error.
@@ -831,12 +947,12 @@ class AntiSpoof:
             return
         hints = {n: pf for n, pf in (hints or {}).items() if n in names and pf.ifname == n}
         if hints:
-            dels = [_want(pf) for pf in hints.values()]
+            dels: list[_PortText | _Parts] = [_want_text(pf) for pf in hints.values()]
             rest = names - set(hints)
             if rest:
-                dels += self._entries_many(rest).values()
+                dels += (_json_parts(h) for h in self._entries_many(rest).values())
             try:
-                self.nft.run({"nftables": _delete_cmds(dels)})
+                self.nft.run_text(_doc(_delete_cmds(dels)))
                 return
             except NftError:
                 # A hint did not match what is installed (ENOENT; with misses
@@ -845,9 +961,9 @@ class AntiSpoof:
                 # ENOBUFS instead): nothing was applied, do it the long way,
                 # which deletes exactly what is listed.
                 pass
-        cmds = _delete_cmds(self._entries_many(names).values())
+        cmds = _delete_cmds(_json_parts(h) for h in self._entries_many(names).values())
         if cmds:
-            self.nft.run({"nftables": cmds})
+            self.nft.run_text(_doc(cmds))
 
     # -- queries -----------------------------------------------------------
     def _list_table(self, fam: str) -> dict[str, dict]:
@@ -1070,80 +1186,99 @@ class GuardView:
 # ---------------------------------------------------------------------------
 
 
-def _elem_cmd(verb: str, fam: str, sname: str, elems: list) -> dict:
-    return {verb: {"element": _obj(fam, name=sname, elem=elems)}}
+def _cmd_text(verb: str, fam: str, sname: str, elems: list[str]) -> str:
+    """One ``<verb> element`` command as JSON text (``elems``: element texts)."""
+    return (f'{{"{verb}":{{"element":{{"family":"{fam}","table":"{TABLE}","name":"{sname}",'
+            f'"elem":[{",".join(elems)}]}}}}}}')
 
 
-def _add_cmds(wants: Iterable[dict[str, dict[str, list]]], registry: str = "add") -> list[dict]:
-    """``add element`` commands for every port of ``wants``, ONE per set.
+def _doc(cmds: list[str]) -> str:
+    """The JSON document of ``cmds`` (command texts): ONE transaction."""
+    return '{"nftables":[' + ",".join(cmds) + "]}"
+
+
+def _by_set(parts: Iterable[_PortText | _Parts]) -> _Parts:
+    """Every port's element texts grouped per set.
+
+    Ports' texts (:class:`_PortText`) are grouped per family: every
+    ifname-only set of a family (``drop_*``, ``vif_ifaces``) gets the same
+    list, its ports' ifnames; address sets are their elements in port
+    order. Listed or diffed parts are merged in first (rare: reconcile).
+    """
+    by_set: _Parts = {}
+    ports: list[_PortText] = []
+    for p in parts:
+        if isinstance(p, _PortText):
+            ports.append(p)
+            continue
+        for k, elems in p.items():
+            by_set.setdefault(k, []).extend(elems)
+    if not ports:
+        return by_set
+    grouped: _Parts = {}
+    for fam in FAMILIES:
+        mine = [p for p in ports if fam in p.fams]
+        if not mine:
+            continue
+        emit, ifs, _addr, _tail = _FAM_ORDER[fam]
+        names = [p.ij for p in mine]
+        for sname in emit:
+            if sname in ifs:
+                grouped[(fam, sname)] = names
+            else:
+                elems = [e for p in mine for e in p.addr[sname]]
+                if elems:
+                    grouped[(fam, sname)] = elems
+    grouped[(REGISTRY_FAMILY, "ports_fp")] = [p.fp for p in ports]
+    grouped[(REGISTRY_FAMILY, "ports")] = [p.ij for p in ports]
+    for k, elems in grouped.items():
+        acc = by_set.get(k)
+        if acc is None:
+            by_set[k] = elems  # may be shared with other keys: never extended below
+        else:
+            acc.extend(elems)
+    return by_set
+
+
+def _add_cmds(parts: Iterable[_PortText | _Parts], registry: str = "add") -> list[str]:
+    """``add element`` commands for every port of ``parts``, ONE per set.
 
     ``registry`` is the verb for the ``ports`` elements: ``create`` makes the
     transaction fail with EEXIST (nothing applied) if any port is installed;
     those commands come first so a re-plug fails before anything else runs.
     Grouping per set keeps the transaction at ~20 commands whatever the
     number of ports: libnftables parses and evaluates each command, and 1000
-    ports' elements cost a third as much as 1000 ports' commands.
+    ports' elements cost a third as much as 1000 ports' commands. The
+    commands are written as JSON text from the element texts: no dicts, no
+    ``json.dumps`` of the whole batch.
     """
-    by_set: dict[tuple[str, str], list] = {}
-    for want in wants:
-        for fam, sets in want.items():
-            for sname, elems in sets.items():
-                if elems:
-                    by_set.setdefault((fam, sname), []).extend(elems)
-    first: list[dict] = []
-    rest: list[dict] = []
-    for (fam, sname), elems in by_set.items():
+    first: list[str] = []
+    rest: list[str] = []
+    for (fam, sname), elems in _by_set(parts).items():
         if fam == REGISTRY_FAMILY and sname == "ports" and registry != "add":
-            first.append(_elem_cmd(registry, fam, sname, elems))
+            first.append(_cmd_text(registry, fam, sname, elems))
         else:
-            rest.append(_elem_cmd("add", fam, sname, elems))
+            rest.append(_cmd_text("add", fam, sname, elems))
     return first + rest
 
 
-def _delete_cmds(haves: Iterable[dict[str, dict[str, list]]]) -> list[dict]:
-    """``delete element`` commands for every port of ``haves`` (wanted or listed form), one per set."""
-    by_set: dict[tuple[str, str], list] = {}
-    for have in haves:
-        for fam, sets in have.items():
-            for sname, elems in sets.items():
-                if elems:
-                    by_set.setdefault((fam, sname), []).extend(_elem_val(e) for e in elems)
-    return [_elem_cmd("delete", fam, sname, elems) for (fam, sname), elems in by_set.items()]
+def _delete_cmds(parts: Iterable[_PortText | _Parts]) -> list[str]:
+    """``delete element`` commands for every port of ``parts``, one per set."""
+    return [_cmd_text("delete", fam, sname, elems) for (fam, sname), elems in _by_set(parts).items()]
 
 
-def _digest(body: dict[str, dict[str, list[str]]]) -> str:
+def _digest_of(body_json: str) -> str:
     """Digest of everything a port wants installed, as a 128-bit key part.
 
-    ``body`` is family -> set -> sorted canonical keys (:func:`_key`) of the
-    port's elements, registry sets excluded. Stored as ``ports_fp`` element
-    ``<ifname> . <digest>``; typed ipv6_addr only because nft 1.0.6's JSON
-    cannot declare a raw 128-bit type (the kernel keeps the 16 bytes, so the
-    text form does not matter).
+    ``body_json`` is ``json.dumps(body, sort_keys=True)`` of family -> set ->
+    sorted canonical keys (:func:`_key`) of the port's elements, registry
+    sets excluded (written out by :func:`_want_text`). Stored as ``ports_fp``
+    element ``<ifname> . <digest>``; typed ipv6_addr only because nft
+    1.0.6's JSON cannot declare a raw 128-bit type (the kernel keeps the 16
+    bytes, so the text form does not matter).
     """
-    digest = hashlib.sha256(_body_json(body).encode()).digest()[:16]
+    digest = hashlib.sha256(body_json.encode()).digest()[:16]
     return _text(6, int.from_bytes(digest, "big"))
-
-
-def _body_json(body: dict[str, dict[str, list[str]]]) -> str:
-    """``json.dumps(body, sort_keys=True)``, written out (cheaper: no encoder per key).
-
-    Valid because every key is printable ASCII (JSON text itself, see
-    :func:`_want`), so backslash and double quote are all that need escaping;
-    family and set names need none.
-    """
-    fams = []
-    for fam in sorted(body):
-        sets = body[fam]
-        # keys joined by NUL (which JSON text never holds raw), escaped in one
-        # go, NUL then turned into the list separator
-        inner = ", ".join(
-            f'"{name}": ["'
-            + "\0".join(sets[name]).replace("\\", "\\\\").replace('"', '\\"').replace("\0", '", "')
-            + '"]'
-            for name in sorted(sets)
-        )
-        fams.append(f'"{fam}": {{{inner}}}')
-    return "{" + ", ".join(fams) + "}"
 
 
 def _is_enoent(exc: NftError) -> bool:
