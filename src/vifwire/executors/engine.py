@@ -248,9 +248,9 @@ class Wiring:
                 steps = [s for s in steps if s.args.get("dev") not in dying]
                 if not steps:
                     continue
-            if op in LINK_KINDS and len(plans) > 1:
-                problems += self._remove_links_bulk(op, steps)
             bulk = getattr(h, "remove_bulk", None)
+            if bulk is None and op in LINK_KINDS and len(plans) > 1:
+                problems += self._remove_links_bulk(op, steps)
             if bulk is not None and len(steps) > 1:
                 try:
                     bulk(steps, self.ctx)

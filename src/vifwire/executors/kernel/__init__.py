@@ -15,7 +15,7 @@ removal uses link groups in :data:`BULK_GROUP_BASE`'s range.
 
 from vifwire.executors.kernel.bulk import BULK_BRIDGE_CHUNK, BULK_GROUP_BASE, remove_links_bulk
 from vifwire.executors.kernel.common import VIFWIRE_ALIAS, VIFWIRE_RTPROT, channel, ipr, worker
-from vifwire.executors.kernel.links import find_by_mac
+from vifwire.executors.kernel.bulk import find_by_mac
 from vifwire.executors.kernel.sysctl import sysctl_write
 
 __all__ = [

