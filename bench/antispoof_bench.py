@@ -102,7 +102,8 @@ def run_size(asp: AntiSpoof, have: int, target: int, reps: int, bridged: bool) -
 
 
 def run_batch(n: int, rounds: int) -> None:
-    from vifwire.executors.antispoof import _add_cmds, _delete_cmds, _doc, _want_text
+    from vifwire.executors.antispoof.elements import want_text
+    from vifwire.executors.antispoof.transaction import add_cmds, delete_cmds, transaction_text
     from vifwire.executors.base import HostContext
     from vifwire.executors.firewall import AntiSpoofHandler, anti_spoof
     from vifwire.planner.plan import Step
@@ -120,9 +121,9 @@ def run_batch(n: int, rounds: int) -> None:
             anti.ensure()
             pfs = [port(i) for i in range(n)]
             steps = [step(pf) for pf in pfs]
-            texts = [_want_text(pf) for pf in pfs]
-            add_doc = _doc(_add_cmds(texts, registry="create"))
-            del_doc = _doc(_delete_cmds(texts))
+            texts = [want_text(pf) for pf in pfs]
+            add_doc = transaction_text(add_cmds(texts, registry="create"))
+            del_doc = transaction_text(delete_cmds(texts))
             got = {
                 "apply_many (new)": timed(lambda: h.apply_many(steps, ctx)),
                 "verify_many": timed(lambda: h.verify_many(steps, ctx)),

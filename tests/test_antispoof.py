@@ -969,9 +969,9 @@ PINNED_FP = [
 
 @pytest.mark.parametrize("args,fp", PINNED_FP)
 def test_fingerprint_is_stable(args, fp):
-    from vifwire.executors.antispoof import _want
+    from vifwire.executors.antispoof.elements import want_elements
 
-    assert _want(PortFilter(*args))["inet"]["ports_fp"] == [{"concat": [args[0], fp]}]
+    assert want_elements(PortFilter(*args))["inet"]["ports_fp"] == [{"concat": [args[0], fp]}]
 
 
 def test_batch_text_is_the_ports_elements():
@@ -980,7 +980,8 @@ def test_batch_text_is_the_ports_elements():
     ``ports`` registry first (create), for a mix of routed and bridged ports."""
     import json
 
-    from vifwire.executors.antispoof import _add_cmds, _delete_cmds, _doc, _json_parts, _want, _want_text
+    from vifwire.executors.antispoof.elements import json_parts, want_elements, want_text
+    from vifwire.executors.antispoof.transaction import add_cmds, delete_cmds, transaction_text
 
     pfs = [PortFilter(*args) for args, _fp in PINNED_FP] + [
         PortFilter(f"tb{i}", f"02:98:03:00:00:{i:02x}", [f"10.3.0.{i}"], [f"fd03::{i:x}"],
@@ -997,10 +998,10 @@ def test_batch_text_is_the_ports_elements():
 
     want: dict = {}
     for pf in pfs:
-        for fam, sets in _want(pf).items():
+        for fam, sets in want_elements(pf).items():
             for sname, elems in sets.items():
                 want.setdefault((fam, sname), []).extend(elems)
-    doc = _doc(_add_cmds([_want_text(pf) for pf in pfs], registry="create"))
+    doc = transaction_text(add_cmds([want_text(pf) for pf in pfs], registry="create"))
     assert json.loads(doc)["nftables"][0]["create"]["element"]["name"] == "ports"
     key = lambda e: json.dumps(e, sort_keys=True)  # noqa: E731
     got = grouped(doc)
@@ -1008,8 +1009,8 @@ def test_batch_text_is_the_ports_elements():
         {k: sorted(map(key, v)) for k, v in want.items()}
     assert {verb for verb, _f, s in got if s != "ports"} == {"add"}
     # deletes: the same from texts or from listed-form elements, mixed
-    mixed = [_want_text(pf) if i % 2 else _json_parts(_want(pf)) for i, pf in enumerate(pfs)]
-    dels = grouped(_doc(_delete_cmds(mixed)))
+    mixed = [want_text(pf) if i % 2 else json_parts(want_elements(pf)) for i, pf in enumerate(pfs)]
+    dels = grouped(transaction_text(delete_cmds(mixed)))
     assert {(f, s): sorted(map(key, v)) for (verb, f, s), v in dels.items() if verb == "delete"} == \
         {k: sorted(map(key, v)) for k, v in want.items()}
 
@@ -1017,7 +1018,7 @@ def test_batch_text_is_the_ports_elements():
 def test_common_port_shortcut_matches_general_path():
     """One IPv4 + one IPv6, no pairs, takes a shortcut past the collapse; the
     same port spelled so it cannot (a duplicated address) gives the same."""
-    from vifwire.executors.antispoof import _want
+    from vifwire.executors.antispoof.elements import want_elements
 
     for i, v6 in enumerate(["fd97::7b", "fe80::98:ff:fe00:a", "fe80::98:ff:fe00:b", "fe80::98:ff:fe00:c",
                             "::ffff:10.0.0.1", "FD97::0:1", "fd97::7b/64"]):
@@ -1025,4 +1026,4 @@ def test_common_port_shortcut_matches_general_path():
             for bridged in (False, True):
                 pf = PortFilter(f"tc{i}", mac, ["10.0.0.3"], [v6], bridged=bridged)
                 twice = PortFilter(f"tc{i}", mac, ["10.0.0.3", "10.0.0.3"], [v6], bridged=bridged)
-                assert _want(pf) == _want(twice), (v6, mac)
+                assert want_elements(pf) == want_elements(twice), (v6, mac)

@@ -148,5 +148,4 @@ def test_lower_layers_do_not_import_front_ends_or_the_service():
 
 def test_modules_stay_small():
     big = {str(m.relative_to(SRC)): n for m in _modules() if (n := len(m.read_text().splitlines())) > 650}
-    # executors/antispoof.py mirrors the nftables ruleset: a single-job module
-    assert set(big) <= {"executors/antispoof.py"}, big
+    assert big == {}, big
