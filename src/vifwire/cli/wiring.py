@@ -65,11 +65,30 @@ def plug(file: Any, as_json: bool, instance: str | None, wait: float | None, **k
               [[r.port_id, r.strategy, " ".join(r.devices) or "-",
                 {"plugged": "plugged", "unchanged": "unchanged"}.get(r.state, "[red]failed, rolled back[/red]")]
                for r in results], summary)
-    for r in results:
-        if not r.ok:
-            click.echo(f"vifwire: {r.error}", err=True)
+    for line in failure_lines(results):
+        click.echo(f"vifwire: {line}", err=True)
     if not all(r.ok for r in results):
         sys.exit(1)
+
+
+def failure_lines(results: list) -> list[str]:
+    """One line per distinct failure: a cause shared by many ports (OVSDB down,
+    a missing uplink) is said once with the count; each port's own line is in
+    --json."""
+    by_cause: dict[str, list[str]] = {}
+    for r in results:
+        if r.ok:
+            continue
+        prefix = f"port {r.port_id}: "
+        cause = r.error[len(prefix):] if r.error and r.error.startswith(prefix) else (r.error or "failed")
+        by_cause.setdefault(cause, []).append(r.port_id)
+    lines = []
+    for cause, ports in by_cause.items():
+        if len(ports) == 1:
+            lines.append(f"port {ports[0]}: {cause}")
+        else:
+            lines.append(f"{len(ports)} ports ({ports[0]} and {len(ports) - 1} more): {cause}")
+    return lines
 
 
 # --------------------------------------------------------------------------- unplug
@@ -173,7 +192,11 @@ def list_cmd(as_json: bool, **kw: Any) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @verbose_options
 def gc(force: bool, as_json: bool, **kw: Any) -> None:
-    """Find wiring that carries vifwire's marks but that no record owns; --force removes it."""
+    """Find wiring that carries vifwire's marks but that no record owns; --force removes it.
+
+    Exits 1 if a backend that may hold vifwire's things (OVSDB) cannot be read:
+    "nothing found" is only said when everything was looked at.
+    """
     with service(kw) as svc:
         res = svc.gc(force)
     if as_json:
@@ -182,3 +205,7 @@ def gc(force: bool, as_json: bool, **kw: Any) -> None:
         for g in res.items:
             click.echo(f"{g.kind:10} {g.name}" + ("  removed" if force else ""))
         click.echo(f"{len(res.items)} item(s)" + (" removed" if force else "; run with --force to remove"))
+    for p in res.problems:
+        click.echo(f"vifwire: {p}", err=True)
+    if not res.ok:
+        sys.exit(1)

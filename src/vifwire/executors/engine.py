@@ -113,7 +113,10 @@ class Wiring:
         ok = [r.port_id for r in results if r.ok]
         failed = [r.port_id for r in results if not r.ok]
         if ok:
-            self.store.set_status(ok, "plugged")
+            try:
+                self.store.set_status(ok, "plugged")
+            except Exception as exc:  # noqa: BLE001 - what cannot be recorded must not stay wired
+                self._unwire_unrecorded(runs, before, exc)
         if failed:
             restore = [before[pid] for pid in failed if before.get(pid) is not None]
             self.store.delete(pid for pid in failed if before.get(pid) is None)
@@ -209,6 +212,27 @@ class Wiring:
                     run.error = out
                 elif out is not None:
                     run.undos.append((step, out))
+
+    def _unwire_unrecorded(self, runs: list[_Run], before: dict[str, Attachment | None], exc: Exception) -> None:
+        """The records of a finished run cannot be written: roll every port back and raise.
+
+        Each port's undos restore the host as it was; the ``plugging``
+        records are removed if the store lets us (if not, they say "may
+        exist", which the next plug or unplug settles). Nothing is left wired
+        and unrecorded.
+        """
+        problems = []
+        for run in runs:
+            if run.error is None:
+                problems += self._rollback(run.undos)
+        try:
+            self.store.delete(r.plan.port_id for r in runs if before.get(r.plan.port_id) is None)
+        except Exception:  # noqa: BLE001 - the store is the thing that is failing
+            pass
+        text = " ".join(str(exc).split()) or exc.__class__.__name__
+        tail = f"; rollback incomplete: {'; '.join(problems)}" if problems else ""
+        raise HostError(None, "record", f"cannot record the plug ({text}); every port of it was rolled back{tail}"
+                        ) from exc
 
     @staticmethod
     def _rollback(undos: list[tuple[Step, Callable[[], None]]]) -> list[str]:
@@ -336,7 +360,19 @@ class Wiring:
     # -------------------------------------------------------------------- gc
 
     def garbage(self, attachments: Iterable[Attachment]) -> list[dict[str, str]]:
-        """Things with vifwire's marks that no record owns (links, OVS ports, filters, routes)."""
+        """Things with vifwire's marks that no record owns (links, OVS ports, filters, routes).
+
+        Raises HostError if a backend that may hold vifwire's things cannot be read.
+        """
+        attachments = list(attachments)
+        found, problems = self.survey(attachments)
+        if problems:
+            raise HostError(None, "gc", "; ".join(problems))
+        return found
+
+    @staticmethod
+    def owned(attachments: Iterable[Attachment]) -> dict[str, set]:
+        """What the records own, by kind: the other side of a garbage survey."""
         owned: dict[str, set] = {"links": set(), "ovs_ports": set(), "filters": set(), "routes": set()}
         for a in attachments:
             for s in Plan.from_json(a.plan).steps:
@@ -353,11 +389,28 @@ class Wiring:
                     if s.op == StepKind.ROUTES:
                         owned["routes"].update((s.args["dev"], str(ipaddress.ip_interface(x).ip))
                                                for x in s.args["addresses"])
+        return owned
+
+    def survey(self, attachments: Iterable[Attachment]) -> tuple[list[dict[str, str]], list[str]]:
+        """:meth:`garbage` from every backend that can be read, and a line for each that cannot.
+
+        The backends are independent, so one that is down (OVSDB) does not
+        hide what the others hold; the caller reports the problems (gc exits 1).
+        """
+        owned = self.owned(attachments)
         found: list[dict[str, str]] = []
+        problems: list[str] = []
         for module in GC_MODULES:
-            for item in gc_module(module).garbage(self.ctx, owned):
-                found.append({**item, "module": module})
-        return found
+            try:
+                items = gc_module(module).garbage(self.ctx, owned)
+            except VifwireError as exc:
+                problems.append(str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - name the backend, go on with the others
+                problems.append(f"{module}: {exc.__class__.__name__}: {' '.join(str(exc).split())}")
+                continue
+            found.extend({**item, "module": module} for item in items)
+        return found, problems
 
     def collect(self, garbage: list[dict[str, str]]) -> None:
         by_module: dict[str, list[dict[str, str]]] = {}

@@ -47,6 +47,7 @@ is on it by then (checked by an OVSDB ``wait`` in the same transaction).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -537,8 +538,14 @@ def garbage(ctx: HostContext, owned: dict[str, set[str]]) -> list[dict[str, str]
         return []
     try:
         ports = _call(ctx, client(ctx).ports_with_external_id, OVS_OWNER_KEY)
-    except OvsdbError:
-        return []  # no OVS here: nothing of ours can be in it
+    except OvsdbError as exc:
+        # No OVS on this host (its socket is not there) and no record uses
+        # OVS: nothing of ours can be in it. Otherwise an unread OVSDB may
+        # hold our ports, and saying "nothing found" would hide an outage.
+        missing = ctx.ovsdb.startswith("unix:") and not os.path.exists(ctx.ovsdb[5:])
+        if missing and not owned["ovs_ports"]:
+            return []
+        raise HostError(None, "gc ovsdb", f"cannot read OVSDB at {ctx.ovsdb}: {exc}") from exc
     return [{"kind": "ovs_port", "name": n, "owner": (st or {}).get("external_ids", {}).get(OVS_OWNER_KEY, "")}
             for n, st in sorted(ports.items()) if n not in owned["ovs_ports"]]
 

@@ -93,6 +93,11 @@ class GarbageItem:
 class GcResult:
     items: list[GarbageItem]
     removed: bool
+    problems: list[str] = field(default_factory=list)  # backends that could not be read
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {"garbage": [g.to_json() for g in self.items], "removed": self.removed}
+        return {"garbage": [g.to_json() for g in self.items], "removed": self.removed, "problems": self.problems}

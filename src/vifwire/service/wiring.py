@@ -151,6 +151,7 @@ class WiringService:
         items = list(items)
         t0 = time.perf_counter()
         with self._changing("plug"):
+            self._refuse_conflicts(items)
             raw = self._wiring(fail_at, progress).plug(items)
             results = [PortResult(r.port_id, r.ok, r.plan, r.error, r.changed) for r in raw]
             if wait is not None:
@@ -158,6 +159,47 @@ class WiringService:
         log.info("plug: %d of %d port(s) ok in %.1f ms", sum(r.ok for r in results), len(results),
                  (time.perf_counter() - t0) * 1e3)
         return results
+
+    def _refuse_conflicts(self, items: Sequence[tuple[Binding, Plan]]) -> None:
+        """Another recorded port of this namespace with the same MAC, address or
+        device: refused before anything is touched, one line naming both ports.
+
+        Two ports with one address would each get a host route to it and the
+        second would take the first's traffic; one MAC twice breaks the
+        anti-spoofing filter's promise. Re-plugging the same port id is the
+        idempotent case, not a conflict.
+        """
+        from vifwire.errors import InvalidInput, VifError
+
+        mine = {b.port_id for b, _ in items}
+        macs: dict[str, str] = {}
+        ips: dict[str, str] = {}
+        devices: dict[str, str] = {}
+        for a in self.store.all(netns=self.netns):
+            if a.port_id in mine:
+                continue
+            macs[a.mac.lower()] = a.port_id
+            for ip in list(a.binding.get("ipv4") or []) + list(a.binding.get("ipv6") or []):
+                ips[ip] = a.port_id
+            for dev in a.devices:
+                devices[dev] = a.port_id
+        if not (macs or ips or devices):
+            return
+        errors = []
+        for b, p in items:
+            if b.mac.lower() in macs:
+                errors.append(VifError(b.port_id, "mac_address",
+                                       f"{b.mac} is also the MAC of port {macs[b.mac.lower()]} (recorded)"))
+            for ip in (*b.ipv4, *b.ipv6):
+                if ip in ips:
+                    errors.append(VifError(b.port_id, "fixed_ips", f"{ip} is also an address of port {ips[ip]} "
+                                                                   "(recorded)"))
+            for dev in p.devices():
+                if dev in devices:
+                    errors.append(VifError(b.port_id, "devname", f"{dev} is a device of port {devices[dev]} "
+                                                                 "(recorded)"))
+        if errors:
+            raise InvalidInput(errors)
 
     def _wait_plugged(self, results: list[PortResult], timeout: float) -> None:
         from vifwire.planner.plan import StepKind
@@ -215,16 +257,21 @@ class WiringService:
         return self.store.all()
 
     def gc(self, force: bool = False) -> GcResult:
-        """What carries vifwire's marks but no record owns; ``force`` removes it."""
+        """What carries vifwire's marks but no record owns; ``force`` removes it.
+
+        A backend that cannot be read (OVSDB down) is a problem in the
+        result, not an empty answer; what the other backends hold is still
+        reported (and removed with ``force``).
+        """
         with self._changing("gc", exclusive=force):
             w = self._wiring()
-            raw = w.garbage(self.store.all(netns=self.netns))
+            raw, problems = w.survey(self.store.all(netns=self.netns))
             if force:
                 w.collect(raw)
         items = [GarbageItem(kind=g["kind"], name=g["name"], module=g["module"],
                              extra={k: v for k, v in g.items() if k not in ("kind", "name", "module")})
                  for g in raw]
-        return GcResult(items, force)
+        return GcResult(items, force, problems)
 
 
 def _netns_file(name: str) -> str:
