@@ -109,3 +109,20 @@ def test_one_cause_shared_by_many_ports_is_said_once(tmp_path):
         lines = res.stderr.strip().splitlines()
         assert lines == [f"vifwire: 20 ports ({docs[0]['id']} and 19 more): tap: injected failure at step 0"]
         assert taps(ns) == []
+
+
+def test_a_locked_database_fails_the_plug_before_the_host_is_touched(tmp_path):
+    db = str(tmp_path / "s.db")
+    with netns.sandbox("sk") as ns:
+        assert cli("list", "--state", db).returncode == 0  # creates vifwire's database
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another program holds the write lock
+        try:
+            res = cli("plug", "-", "--netns", ns, "--state", db, stdin=json.dumps(port(1)))
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert res.returncode == 1
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and db in lines[0] and "locked" in lines[0], lines
+        assert taps(ns) == []

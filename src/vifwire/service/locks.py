@@ -12,6 +12,10 @@ Within a process, threads are serialised by the namespace lock of
 :class:`vifwire.executors.base.HostContext`; this lock is per open file
 description, so one :class:`StateLock` per service is shared by its threads
 under that lock.
+
+The lock file is as private as the database: its directory is created 0700
+and the file 0600 whatever the umask, never through a symlink, and one owned
+by another uid is refused (:func:`vifwire.store.base.open_private_file`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import os
 import threading
 import time
 from typing import Iterator
+
+from vifwire.store.base import make_private_dir, open_private_file, tighten
 
 log = logging.getLogger("vifwire.service")
 
@@ -39,8 +45,14 @@ class StateLock:
 
     def _open(self) -> int:
         if self._fd is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            make_private_dir(os.path.dirname(self.path))
+            fd, _ = open_private_file(self.path, "state lock")
+            try:
+                tighten(fd, self.path, "state lock")
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
         return self._fd
 
     @contextlib.contextmanager

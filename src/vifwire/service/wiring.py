@@ -151,6 +151,7 @@ class WiringService:
         items = list(items)
         t0 = time.perf_counter()
         with self._changing("plug"):
+            self.store.check_writable()  # a locked or broken database fails here, before the host is touched
             self._refuse_conflicts(items)
             raw = self._wiring(fail_at, progress).plug(items)
             results = [PortResult(r.port_id, r.ok, r.plan, r.error, r.changed) for r in raw]

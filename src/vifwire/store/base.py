@@ -7,12 +7,137 @@ without touching them. :class:`vifwire.store.sqlite.SqliteStore` is the first.
 An attachment is written twice per plug: ``plugging`` before the host is
 touched (a crash leaves a record that says which devices may exist), then
 ``plugged`` after every step succeeded; a failed plug deletes its record.
+
+Every failure of a store is a :class:`StoreError` whose one line names the
+path and what to do. A file-backed store keeps its files private with
+:func:`make_private_dir` (new directories 0700 whatever the umask) and
+:func:`open_private_file` (never through a symlink, only a regular file owned
+by the effective uid, created 0600).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from typing import Any, Iterable, Protocol
+
+from vifwire.errors import VifwireError
+
+
+class StoreError(VifwireError):
+    """The state store cannot be used as asked (exit code 1): one line naming the path and what to do."""
+
+    exit_code = 1
+
+
+def os_error(what: str, path: str, exc: OSError) -> StoreError:
+    """The one line for an ``OSError`` met on ``path`` (``what`` is e.g. ``"state database"``)."""
+    where = os.path.dirname(path) or "."
+    reason = exc.strerror or exc.__class__.__name__
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        todo = f"run vifwire as root (the owner of {where}) or fix the permissions of {path} and {where}"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        todo = f"free space on the filesystem holding {where}, then retry"
+    elif exc.errno == errno.EROFS:
+        todo = f"remount the filesystem holding {where} read-write or point --state elsewhere"
+    elif exc.errno == errno.ELOOP:
+        return StoreError(f"{what} {path} is a symlink; vifwire never follows one there: "
+                          "remove the link, or point --state at a path that is not one")
+    elif exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+        todo = f"move what is at {path} (or its directory) aside or point --state elsewhere"
+    else:
+        todo = "check the path and the disk, then retry"
+    return StoreError(f"{what} {path}: {reason}; {todo}")
+
+
+def make_private_dir(path: str, what: str = "state directory") -> None:
+    """Create directory ``path`` and its missing parents with mode 0700, whatever the umask.
+
+    Directories that already exist are left exactly as they are.
+    """
+    path = os.path.abspath(path)
+    missing: list[str] = []
+    p = path
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # made by a concurrent process: not ours to change
+        except OSError as exc:
+            raise os_error(what, d, exc) from exc
+        try:
+            os.chmod(d, 0o700)  # mkdir's mode went through the umask
+        except OSError as exc:
+            raise os_error(what, d, exc) from exc
+
+
+def _refuse_unless_private(what: str, path: str, st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        raise StoreError(f"{what} {path} is a symlink (to {target}); vifwire never follows one there: "
+                         "remove the link, or point --state at a path that is not one")
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"{what} {path} is not a regular file; move it aside or point --state elsewhere")
+    if st.st_uid != os.geteuid():
+        raise StoreError(f"{what} {path} is owned by uid {st.st_uid}, not by uid {os.geteuid()} running vifwire; "
+                         "check who made it, then chown it or move it aside")
+
+
+def open_private_file(path: str, what: str) -> tuple[int, bool]:
+    """Open ``path`` read-write without following a symlink; return ``(fd, created)``.
+
+    A missing file is created 0600 whatever the umask. A symlink, anything but
+    a regular file, or a file owned by another uid than the effective one is
+    refused with a :class:`StoreError` and left untouched. An existing file's
+    mode is not changed here: the caller tightens it once it knows the file is
+    its own.
+    """
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        _refuse_unless_private(what, path, os.lstat(path))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise os_error(what, path, exc) from exc
+    created = False
+    try:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except FileExistsError:
+            fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            _refuse_unless_private(what, path, os.lstat(path))
+        raise os_error(what, path, exc) from exc
+    try:
+        st = os.fstat(fd)
+        _refuse_unless_private(what, path, st)  # swapped between lstat and open
+        if created and stat.S_IMODE(st.st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            raise os_error(what, path, exc) from exc
+        raise
+    return fd, created
+
+
+def tighten(fd: int, path: str, what: str) -> None:
+    """Make an open file of ours 0600 (an older vifwire made it with the umask's mode)."""
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+    except OSError as exc:
+        raise os_error(what, path, exc) from exc
 
 
 class Attachment:
@@ -69,6 +194,10 @@ class Store(Protocol):
     """Attachment records; each write is one transaction, whatever its size."""
 
     path: str
+
+    def check_writable(self, timeout: float | None = None) -> None:
+        """Raise :class:`StoreError` now if a write would fail to get the store's lock or to write."""
+        ...
 
     def put_many(self, rows: Iterable[dict[str, Any]], status: str) -> None: ...
 
