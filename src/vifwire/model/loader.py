@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from vifwire.errors import InvalidInput, VifError
-from vifwire.model import names, vif_types as vt
+from vifwire.model import addresses as addr, names, vif_types as vt
+from vifwire.model.duplicates import duplicates as request_duplicates
 from vifwire.model.binding import (
     AddressPair, Binding, BridgeSpec, EthernetSpec, MacvtapSpec, OvsSpec,
     PciSpec, QbgSpec, QbhSpec, TapSpec, VhostUserSpec,
@@ -39,6 +40,8 @@ DEFAULT_OVS_BRIDGE = "br-int"
 
 def parse_document(text: str, origin: str = "<input>") -> list[Any]:
     """Parse JSON text into a list of port documents."""
+    if isinstance(text, str) and not text.isascii():
+        _check_utf8(text, origin)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -73,11 +76,7 @@ def load_documents(docs: Iterable[Any]) -> list[Binding]:
             errors.append(exc)
     if errors:
         raise InvalidInput(errors)
-    seen: dict[str, str] = {}
-    for b in bindings:
-        if b.devname in seen:
-            errors.append(VifError(b.port_id, "devname", f"{b.devname!r} is also the device of port {seen[b.devname]}"))
-        seen[b.devname] = b.port_id
+    errors = request_duplicates(bindings)
     if errors:
         raise InvalidInput(errors)
     return bindings
@@ -143,12 +142,21 @@ def neutron_to_vif(port: dict, index: int = 0) -> dict:
     if not isinstance(fixed_ips, list):
         raise VifError(pid, "fixed_ips", f"must be a list, got {_typename(fixed_ips)}")
     subnets: dict[str, dict] = {}
+    seen: dict[Any, int] = {}
     for i, fip in enumerate(fixed_ips):
+        field = f"fixed_ips[{i}].ip_address"
         if not isinstance(fip, dict) or not isinstance(fip.get("ip_address"), str):
-            raise VifError(pid, f"fixed_ips[{i}].ip_address", "is missing or not a string")
-        ip = _parse_ip(pid, f"fixed_ips[{i}].ip_address", fip["ip_address"])
+            raise VifError(pid, field, "is missing or not a string")
+        ip = addr.parse_ip(pid, field, fip["ip_address"])
+        addr.check_fixed(pid, field, ip)
+        if ip in seen:
+            raise VifError(pid, field, f"{ip} is also fixed_ips[{seen[ip]}]")
+        seen[ip] = i
         sid = str(fip.get("subnet_id") or f"v{ip.version}")
         sub = subnets.setdefault(sid, {"cidr": None, "ips": [], "version": ip.version})
+        if sub["version"] != ip.version:
+            raise VifError(pid, field, f"{ip} is an IPv{ip.version} address in subnet {sid}, "
+                                       f"which has IPv{sub['version']} addresses")
         sub["ips"].append({"address": str(ip), "type": "fixed", "version": ip.version})
 
     profile = port.get("binding:profile") or {}
@@ -224,13 +232,16 @@ def validate_vif(vif: dict, source: str = "nova", neutron: dict | None = None, i
     if vnic_type not in vt.VNIC_TYPES:
         raise VifError(pid, f_vnic, f"unknown vnic type {vnic_type!r}")
 
-    mtu = meta.get("mtu")
+    # Nova's Network.hydrate: a top-level network key overrides meta (the renderer does the same).
+    if source == "nova" and "mtu" in network:
+        mtu, f_mtu = network["mtu"], "network.mtu"
+    else:
+        mtu, f_mtu = meta.get("mtu"), "network.mtu" if source == "neutron" else "network.meta.mtu"
     if mtu is not None:
-        if isinstance(mtu, bool) or not isinstance(mtu, int) and not (isinstance(mtu, str) and mtu.isdigit()):
-            raise VifError(pid, "network.mtu", f"must be an integer, got {mtu!r}")
-        mtu = int(mtu)
+        if isinstance(mtu, bool) or not isinstance(mtu, int):
+            raise VifError(pid, f_mtu, f"must be an integer, got {mtu!r}")
         if not 68 <= mtu <= 65535:
-            raise VifError(pid, "network.mtu", f"{mtu} is outside 68-65535")
+            raise VifError(pid, f_mtu, f"{mtu} is outside 68-65535")
 
     for key in ("port_filter", "ovs_hybrid_plug", "ovs_create_tap", "isolate_vif"):
         if key in details and details[key] is not None and not isinstance(details[key], bool):
@@ -239,7 +250,10 @@ def validate_vif(vif: dict, source: str = "nova", neutron: dict | None = None, i
     ctx = _Ctx(pid, source, f_det, f_prof, details, profile, network, meta, vif)
     spec = _SPEC_BUILDERS[vif_type](ctx)
 
-    ipv4, ipv6 = _addresses(pid, network)
+    ipv4, ipv6 = _addresses(pid, network, source)
+    if mtu is not None and mtu < 1280 and ipv6:
+        raise VifError(pid, f_mtu, f"{mtu} is below 1280, the minimum for IPv6 (RFC 8200), and the port has "
+                                   f"IPv6 address {ipv6[0]}; the kernel disables IPv6 on such a link")
     pairs = _address_pairs(pid, (neutron or {}).get("allowed_address_pairs") or vif.get("allowed_address_pairs") or [])
     instance_id = (neutron or {}).get("device_id") or vif.get("instance_id") or None
     if instance_id is not None and not isinstance(instance_id, str):
@@ -251,7 +265,9 @@ def validate_vif(vif: dict, source: str = "nova", neutron: dict | None = None, i
     clean_vif.setdefault("details", details)
     clean_vif.setdefault("profile", profile)
     try:
-        json.dumps(clean_vif)
+        json.dumps(clean_vif, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise VifError(pid, _bad_unicode(clean_vif, "") or "port", "contains invalid Unicode (a lone surrogate)")
     except (TypeError, ValueError) as exc:
         raise VifError(pid, "port", f"cannot be represented as JSON: {exc}")
     return Binding(
@@ -282,14 +298,16 @@ class _Ctx:
             raise VifError(self.pid, f"{self.f_det}.{key}", f"must be true or false, got {value!r}")
         return value
 
-    def bridge(self) -> str:
+    def bridge(self, ovs: bool = False) -> str:
         bridge = self.network.get("bridge")
         field = "network.bridge"
         if not bridge and self.details.get("bridge_name"):
             bridge, field = self.details["bridge_name"], f"{self.f_det}.bridge_name"
         if not bridge:
             raise VifError(self.pid, "network.bridge", f"is required for vif_type {self.vif.get('type')!r} (no bridge name given)")
-        _ifname(self.pid, field, bridge)
+        problem = names.ovs_bridge_problem(bridge) if ovs else names.name_problem(bridge)
+        if problem:
+            raise VifError(self.pid, field, problem)
         return bridge
 
     def pci_slot(self) -> str:
@@ -313,7 +331,7 @@ class _Ctx:
 
 
 def _spec_ovs(c: _Ctx) -> OvsSpec:
-    bridge = c.bridge()
+    bridge = c.bridge(ovs=True)
     iface_id = c.vif.get("ovs_interfaceid") or c.pid
     if not isinstance(iface_id, str):
         raise VifError(c.pid, "ovs_interfaceid", f"must be a string, got {_typename(iface_id)}")
@@ -424,7 +442,7 @@ def _spec_vhostuser(c: _Ctx) -> VhostUserSpec:
     if mode not in vt.VHOSTUSER_MODES:
         raise VifError(c.pid, f"{c.f_det}.vhostuser_mode", f"{mode!r} is neither 'client' nor 'server'")
     ovs_plug = bool(c.details.get("vhostuser_ovs_plug", False))
-    bridge = c.bridge() if ovs_plug else None
+    bridge = c.bridge(ovs=True) if ovs_plug else None
     return VhostUserSpec(socket=sock, mode=mode, ovs_plug=ovs_plug, bridge=bridge,
                          interface_id=(c.vif.get("ovs_interfaceid") or c.pid) if ovs_plug else None,
                          datapath_type=c.details.get("datapath_type"))
@@ -457,12 +475,35 @@ def _typename(v: Any) -> str:
             int: "a number", float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
 
 
+MAX_PORT_ID = 255  # bytes of UTF-8; Neutron/Nova ids are 36-character UUIDs
+
+
+def _short(value: str, limit: int = 40) -> str:
+    """A printable, bounded rendering of a bad value for an error line."""
+    text = ascii(value[:limit])
+    return text if len(value) <= limit else text[:-1] + "..." + text[-1]
+
+
+_PLAIN_ID = re.compile(r"[0-9A-Za-z_.-]{1,255}\Z")  # UUIDs and the like: nothing more to check
+
+
 def _port_id(doc: dict, index: int) -> str:
     pid = doc.get("id")
+    if isinstance(pid, str) and _PLAIN_ID.match(pid):
+        return pid
     if not isinstance(pid, str) or not pid.strip():
         raise VifError(f"#{index}", "id", "is missing or not a non-empty string")
+    size = len(pid.encode("utf-8", "surrogatepass"))
+    if size > MAX_PORT_ID:
+        raise VifError(f"#{index}", "id", f"{_short(pid)} is {len(pid)} characters ({size} bytes) long, "
+                                          f"the limit is {MAX_PORT_ID} bytes")
     if "\x00" in pid or any(c.isspace() for c in pid) or "/" in pid or not pid.isprintable():
-        raise VifError(repr(pid), "id", "contains whitespace, '/', NUL or control characters")
+        raise VifError(f"#{index}", "id", f"{_short(pid)} contains whitespace, '/', NUL, control characters "
+                                          "or invalid Unicode")
+    # The device names derived from it (tap/qbr/qvb/qvo/vhu + its first 11 characters) must be valid too.
+    problem = names.name_problem(names.derive("qbr", pid))
+    if problem:
+        raise VifError(pid, "id", f"cannot name its devices: {problem}")
     return pid
 
 
@@ -487,28 +528,49 @@ def _ifname(pid: str, field: str, value: Any) -> str:
 
 
 def _parse_ip(pid: str, field: str, value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        return ipaddress.ip_address(value)
-    except (ValueError, TypeError):
-        raise VifError(pid, field, f"{value!r} is not an IP address")
+    return addr.parse_ip(pid, field, value)
 
 
-def _addresses(pid: str, network: dict) -> tuple[list[str], list[str]]:
+def _addresses(pid: str, network: dict, source: str = "nova") -> tuple[list[str], list[str]]:
+    """Every fixed IP, checked against its subnet (docs: model/addresses.py)."""
     v4: list[str] = []
     v6: list[str] = []
     subnets = network.get("subnets") or []
     if not isinstance(subnets, list):
         raise VifError(pid, "network.subnets", f"must be a list, got {_typename(subnets)}")
+    seen: dict[Any, str] = {}
     for i, sub in enumerate(subnets):
+        f_sub = f"network.subnets[{i}]"
         if not isinstance(sub, dict):
-            raise VifError(pid, f"network.subnets[{i}]", f"must be an object, got {_typename(sub)}")
+            raise VifError(pid, f_sub, f"must be an object, got {_typename(sub)}")
+        net = None
+        if sub.get("cidr") is not None:
+            net = addr.parse_cidr(pid, f"{f_sub}.cidr", sub["cidr"])
+        version = sub.get("version")
+        if version is not None and version not in (4, 6):
+            raise VifError(pid, f"{f_sub}.version", f"must be 4 or 6, got {version!r}")
+        if net is not None and version is not None and version != net.version:
+            raise VifError(pid, f"{f_sub}.version", f"is {version} but the cidr {net} is IPv{net.version}")
+        family = net.version if net is not None else version
         ips = sub.get("ips") or []
         if not isinstance(ips, list):
-            raise VifError(pid, f"network.subnets[{i}].ips", f"must be a list, got {_typename(ips)}")
+            raise VifError(pid, f"{f_sub}.ips", f"must be a list, got {_typename(ips)}")
         for j, ipd in enumerate(ips):
-            addr = ipd.get("address") if isinstance(ipd, dict) else None
-            ip = _parse_ip(pid, f"network.subnets[{i}].ips[{j}].address", addr)
+            field = f"{f_sub}.ips[{j}].address"
+            address = ipd.get("address") if isinstance(ipd, dict) else None
+            ip = addr.parse_ip(pid, field, address)
+            if family is not None and ip.version != family and net is None:
+                raise VifError(pid, field, f"{ip} is an IPv{ip.version} address in an IPv{family} subnet")
+            addr.check_fixed(pid, field, ip, net)
+            if ip in seen:
+                raise VifError(pid, field, f"{ip} is also {seen[ip]}")
+            seen[ip] = field
             (v4 if ip.version == 4 else v6).append(str(ip))
+        gateway = sub.get("gateway")
+        gw = gateway.get("address") if isinstance(gateway, dict) else gateway
+        if gw is not None:
+            f_gw = f"{f_sub}.gateway" + (".address" if isinstance(gateway, dict) else "")
+            addr.check_gateway(pid, f_gw, addr.parse_ip(pid, f_gw, gw), family, net)
     return v4, v6
 
 
@@ -519,12 +581,45 @@ def _address_pairs(pid: str, pairs: Any) -> list[AddressPair]:
     for i, p in enumerate(pairs):
         if not isinstance(p, dict) or not isinstance(p.get("ip_address"), str):
             raise VifError(pid, f"allowed_address_pairs[{i}].ip_address", "is missing or not a string")
-        try:
-            net = ipaddress.ip_network(p["ip_address"], strict=False)
-        except ValueError:
-            raise VifError(pid, f"allowed_address_pairs[{i}].ip_address", f"{p['ip_address']!r} is not an address or CIDR")
+        net = addr.parse_pair(pid, f"allowed_address_pairs[{i}].ip_address", p["ip_address"])
         mac = p.get("mac_address")
         if mac is not None:
             mac = _mac(pid, f"allowed_address_pairs[{i}].mac_address", mac)
         out.append(AddressPair(ip=str(net) if net.num_addresses > 1 else str(net.network_address), mac=mac))
     return out
+
+
+def _check_utf8(text: str, origin: str) -> None:
+    """Text read with ``errors="surrogateescape"`` keeps invalid bytes as lone
+    surrogates; refuse them with the position of the first one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        line = text.count("\n", 0, exc.start) + 1
+        column = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
+        what = (f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF
+                else f"lone surrogate U+{ord(bad):04X}")
+        raise InvalidInput([VifError(origin, "document", f"is not valid UTF-8: {what} at line {line} "
+                                                         f"column {column}")])
+
+
+def _bad_unicode(value: Any, path: str) -> str | None:
+    """The path of the first string holding a lone surrogate (JSON "\\udc80" escapes), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "port"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _bad_unicode(k, path) or _bad_unicode(v, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _bad_unicode(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None

@@ -51,3 +51,19 @@ def name_problem(name: object) -> str | None:
     if not name.isprintable():
         return f"{name!r} contains a control character"
     return None
+
+
+#: Names an OVS bridge may not take: the kernel datapath's own device
+#: (``ovs-system``) and the userspace datapath's (``ovs-netdev``).
+OVS_RESERVED = ("ovs-system", "ovs-netdev")
+
+
+def ovs_bridge_problem(name: object) -> str | None:
+    """Why ``name`` cannot be an OVS bridge (its internal port is a kernel
+    interface of the same name), or ``None``."""
+    problem = name_problem(name)
+    if problem:
+        return problem
+    if name in OVS_RESERVED:
+        return f"{name!r} is the name of Open vSwitch's datapath device"
+    return None

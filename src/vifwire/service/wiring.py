@@ -162,8 +162,10 @@ class WiringService:
         return results
 
     def _refuse_conflicts(self, items: Sequence[tuple[Binding, Plan]]) -> None:
-        """Another recorded port of this namespace with the same MAC, address or
-        device: refused before anything is touched, one line naming both ports.
+        """Another recorded port of this namespace with the same MAC, device, or
+        address on the same network (or both routed): refused before anything
+        is touched, one line naming both ports (the loader applies the same
+        rules within one request, vifwire.model.duplicates).
 
         Two ports with one address would each get a host route to it and the
         second would take the first's traffic; one MAC twice breaks the
@@ -174,14 +176,15 @@ class WiringService:
 
         mine = {b.port_id for b, _ in items}
         macs: dict[str, str] = {}
-        ips: dict[str, str] = {}
+        ips: dict[str, list[tuple[str, str | None, str]]] = {}  # ip -> (port, network, vif_type)
         devices: dict[str, str] = {}
         for a in self.store.all(netns=self.netns):
             if a.port_id in mine:
                 continue
             macs[a.mac.lower()] = a.port_id
+            net = a.binding.get("network_id")
             for ip in list(a.binding.get("ipv4") or []) + list(a.binding.get("ipv6") or []):
-                ips[ip] = a.port_id
+                ips.setdefault(ip, []).append((a.port_id, net, a.vif_type))
             for dev in a.devices:
                 devices[dev] = a.port_id
         if not (macs or ips or devices):
@@ -192,9 +195,14 @@ class WiringService:
                 errors.append(VifError(b.port_id, "mac_address",
                                        f"{b.mac} is also the MAC of port {macs[b.mac.lower()]} (recorded)"))
             for ip in (*b.ipv4, *b.ipv6):
-                if ip in ips:
-                    errors.append(VifError(b.port_id, "fixed_ips", f"{ip} is also an address of port {ips[ip]} "
-                                                                   "(recorded)"))
+                for other, net, vif_type in ips.get(ip, ()):
+                    # one L2 network, or one routing table (routed taps): the same
+                    # address twice is a clash; tenants' networks may overlap
+                    if net is None or b.network_id is None or net == b.network_id or \
+                            (vif_type == "tap" and b.vif_type == "tap"):
+                        errors.append(VifError(b.port_id, "fixed_ips",
+                                               f"{ip} is also an address of port {other} (recorded)"))
+                        break
             for dev in p.devices():
                 if dev in devices:
                     errors.append(VifError(b.port_id, "devname", f"{dev} is a device of port {devices[dev]} "
