@@ -74,8 +74,19 @@ def link(ipr: IPRoute, name: str) -> dict | None:
     }
 
 
+OWNER = "port-1"  # the ctx fixture's port; the planner puts it in link-creating steps
+
+
 def step(op: str, **args) -> Step:
+    """A step as the planner makes it: a port's own links name their ``owner``."""
+    if op in ("tap", "veth", "macvtap") or (op == "bridge" and not args.get("shared")):
+        args.setdefault("owner", OWNER)
     return Step(op=op, args=args)
+
+
+def mark(ipr: IPRoute, name: str, owner: str = OWNER) -> None:
+    """Mark ``name`` as vifwire's for ``owner`` (what a crash leaves behind)."""
+    ipr.link("set", index=ipr.link_lookup(ifname=name)[0], ifalias=K.mark_for(owner))
 
 
 def apply(s: Step, ctx: HostContext):
@@ -156,6 +167,7 @@ def test_tap_leftover_wrong_mtu_is_repaired_and_undo_restores(ctx, ipr):
     ipr.link("add", ifname="tap0b", kind="tuntap", mode="tap")
     idx = ipr.link_lookup(ifname="tap0b")[0]
     ipr.link("set", index=idx, mtu=1500)
+    mark(ipr, "tap0b")  # this port's (a crash leftover)
     s = step("tap", name="tap0b", mac=MAC, mtu=1400, multiqueue=False)
     undo = apply(s, ctx)
     got = link(ipr, "tap0b")
@@ -169,11 +181,65 @@ def test_tap_leftover_wrong_mtu_is_repaired_and_undo_restores(ctx, ipr):
 
 def test_tap_leftover_of_wrong_kind_is_replaced(ctx, ipr):
     ipr.link("add", ifname="tap0c", kind="veth", peer="tap0c-peer")
+    mark(ipr, "tap0c")  # this port's (a crash leftover)
     s = step("tap", name="tap0c", mac=None, mtu=1450, multiqueue=False)
     apply(s, ctx)
     assert link(ipr, "tap0c")["kind"] == "tun"
     assert link(ipr, "tap0c-peer") is None
     assert verify(s, ctx) == []
+
+
+def test_unmarked_link_in_the_way_is_refused_and_untouched(ctx, ipr):
+    ipr.link("add", ifname="tap0d", kind="veth", peer="tap0d-peer")
+    before = link(ipr, "tap0d")
+    for s in (step("tap", name="tap0d", mac=MAC, mtu=1450, multiqueue=False),
+              step("veth", name="tap0d", peer="tin0d", mtu=1450),
+              step("veth", name="tin0x", peer="tap0d", mtu=1450),
+              step("bridge", name="tap0d", mtu=1450, shared=False)):
+        with pytest.raises(HostError, match=r"device tap0d exists and is not vifwire's \(veth\)$"):
+            apply(s, ctx)
+        assert link(ipr, "tap0d") == before and link(ipr, "tin0d") is None
+    mark(ipr, "tap0d", "port-2")
+    with pytest.raises(HostError, match="device tap0d belongs to port port-2, not to port port-1$"):
+        apply(step("tap", name="tap0d", mac=MAC, mtu=1450, multiqueue=False), ctx)
+    # unplug leaves another port's link alone, and a foreign one too
+    remove(step("tap", name="tap0d", mac=None, mtu=None, multiqueue=False), ctx)
+    remove(step("veth", name="tap0d-peer", peer="nosuch", mtu=None), ctx)
+    assert link(ipr, "tap0d")["index"] == before["index"]
+
+
+def test_every_created_link_is_marked_and_pending_is_recovered(ctx, ipr, guest):
+    ipr.link("add", ifname="src0e", kind="veth", peer="src0ep")
+    for s in (step("tap", name="tap0e", mac=None, mtu=None, multiqueue=False),
+              step("veth", name="tap0f", peer="tin0f", mtu=None),
+              step("veth", name="tap0g", peer="tin0g", mtu=None, peer_netns=guest),
+              step("bridge", name="qbr0e", mtu=None, shared=False),
+              step("bridge", name="brq0e", mtu=None, shared=True),
+              step("macvtap", name="mvt0e", source="src0e", mode="bridge", mac=None, mtu=None)):
+        apply(s, ctx)
+    for name in ("tap0e", "tap0f", "tin0f", "tap0g", "qbr0e", "mvt0e"):
+        got = ipr.link("get", index=ipr.link_lookup(ifname=name)[0])[0]
+        assert (got.get_attr("IFLA_IFALIAS"), got.get_attr("IFLA_GROUP")) == ("vifwire:port-1", 0), name
+    assert link(ipr, "brq0e")["alias"] == "vifwire"
+    # a link created but not yet marked when the process died: vifwire's pending group
+    ipr.link("add", ifname="tap0h", kind="veth", peer="tin0h")
+    for n in ("tap0h", "tin0h"):
+        ipr.link("set", index=ipr.link_lookup(ifname=n)[0], group=K.PENDING_GROUP)
+    s = step("veth", name="tap0h", peer="tin0h", mtu=1400)
+    apply(s, ctx)
+    assert link(ipr, "tap0h")["alias"] == link(ipr, "tin0h")["alias"] == "vifwire:port-1"
+    assert verify(s, ctx) == []
+
+
+def test_legacy_record_without_owner_still_unplugs(ctx, ipr):
+    """A step recorded before marks existed deletes its unmarked link of its kind, not a marked one."""
+    ipr.link("add", ifname="tap0i", kind="tuntap", mode="tap")
+    legacy = Step(op="tap", args={"name": "tap0i", "mac": None, "mtu": None, "multiqueue": False})
+    remove(legacy, ctx)
+    assert link(ipr, "tap0i") is None
+    apply(step("tap", name="tap0i", mac=None, mtu=None, multiqueue=False, owner="port-9"), ctx)
+    remove(legacy, ctx)
+    assert link(ipr, "tap0i")["alias"] == "vifwire:port-9"
 
 
 # ---------------------------------------------------------------------------
@@ -244,17 +310,18 @@ def test_veth_peer_created_in_guest_namespace_and_pings(ctx, ipr, ns, guest):
 
 
 def test_veth_leftover_tin_is_repaired(ctx, ipr, guest):
-    # a crash left the guest end (with some other partner) in the guest
+    # a tin in the guest that is not part of this port's pair is the guest's: refused, untouched
     with IPRoute(netns=guest, flags=0) as g:
         g.link("add", ifname="tin3a", kind="veth", peer="junk3a")
     s = step("veth", name="tap3a", peer="tin3a", mtu=1450, peer_netns=guest)
-    apply(s, ctx)
+    with pytest.raises(HostError, match=f"device tin3a exists in namespace {guest} and is not vifwire's"):
+        apply(s, ctx)
     with IPRoute(netns=guest, flags=0) as g:
-        tin = link(g, "tin3a")
-        assert link(g, "junk3a") is None
-        assert (tin["mtu"], tin["up"], tin["link"]) == (1450, True, link(ipr, "tap3a")["index"])
-    # and a leftover tin in the host namespace (no peer namespace)
+        assert link(g, "junk3a") is not None and link(g, "tin3a") is not None
+    assert link(ipr, "tap3a") is None
+    # a leftover tin of this port in the host namespace (no peer namespace) is replaced
     ipr.link("add", ifname="tin3b", kind="veth", peer="junk3b")
+    mark(ipr, "tin3b")
     s2 = step("veth", name="tap3b", peer="tin3b", mtu=1450)
     apply(s2, ctx)
     assert link(ipr, "junk3b") is None
@@ -275,7 +342,7 @@ def test_bridge_lifecycle(ctx, ipr, ns):
     s = step("bridge", name="br5a", mtu=1450, shared=False)
     undo = apply(s, ctx)
     br = link(ipr, "br5a")
-    assert (br["kind"], br["mtu"], br["up"], br["alias"]) == ("bridge", 1450, True, K.VIFWIRE_ALIAS)
+    assert (br["kind"], br["mtu"], br["up"], br["alias"]) == ("bridge", 1450, True, K.mark_for(OWNER))
     assert br["data"]["IFLA_BR_STP_STATE"] == 0 and br["data"]["IFLA_BR_FORWARD_DELAY"] == 0
     assert sysctl(ns, "ipv6/conf/br5a/disable_ipv6") == "1"
     assert verify(s, ctx) == [] and apply(s, ctx) is None

@@ -138,15 +138,18 @@ def test_unplug_absent_is_success(host):
 
 
 def test_plug_repairs_crash_leftovers(host):
-    """A tin left by a crash (wrong MTU, down) is taken over and fixed."""
+    """A pair left by a crash (wrong MTU, down; created, not yet marked: vifwire's
+    pending group) is taken over and fixed."""
+    from vifwire.executors.kernel import PENDING_GROUP
+
     ns, ctx, store = host
     doc = CASES[2][1]
     items = _items(doc, "lxd")
     tap = items[0][1].devname
     tin = "tin" + tap[3:]
     with IPRoute(netns=ns) as ipr:
-        ipr.link("add", ifname=tap, kind="veth", peer={"ifname": tin})
-        ipr.link("set", index=ipr.link_lookup(ifname=tap)[0], mtu=9000)
+        ipr.link("add", ifname=tap, kind="veth", peer={"ifname": tin}, group=PENDING_GROUP)
+        ipr.link("set", index=ipr.link_lookup(ifname=tap)[0], mtu=9000, group=PENDING_GROUP)
     [res] = Wiring(ctx, store).plug(items)
     assert res.ok, res.error
     assert Wiring(ctx, store).check(store.all()) == {doc["id"]: []}

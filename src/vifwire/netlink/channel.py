@@ -415,9 +415,20 @@ class Channel:
                  up: bool | None = None, mtu: int | None = None,
                  address: str | None = None, master: int | None = None,
                  alias: str | None = None, group: int | None = None) -> None:
+        self.request(RTM_NEWLINK, 0, self.set_body(name, index, up=up, mtu=mtu, address=address,
+                                                   master=master, alias=alias, group=group))
+
+    @classmethod
+    def set_body(cls, name: str | None = None, index: int | None = None, *,
+                 up: bool | None = None, mtu: int | None = None,
+                 address: str | None = None, master: int | None = None,
+                 alias: str | None = None, group: int | None = None) -> bytes:
+        """The body of a :meth:`set_link` request (for :meth:`pipeline`).
+
+        ``alias=""`` removes the alias."""
         # never with IFLA_TARGET_NETNSID: on a set request the kernel takes it
         # as "move the device there"
-        idx, attrs = self._ident(name, index, None)
+        idx, attrs = cls._ident(name, index, None)
         flags = change = 0
         if up is not None:
             change = IFF_UP
@@ -432,7 +443,7 @@ class Channel:
             attrs += str_attr(IFLA_IFALIAS, alias)
         if group is not None:
             attrs += u32(IFLA_GROUP, group)
-        self.request(RTM_NEWLINK, 0, ifinfo(idx, flags, change) + attrs)
+        return ifinfo(idx, flags, change) + attrs
 
     def del_link(self, name: str | None = None, index: int | None = None,
                  nsid: int | None = None) -> bool:

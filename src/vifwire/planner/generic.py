@@ -95,7 +95,8 @@ def _plan_libvirt(b: Binding, f: HostFacts, g: GuestOptions):
         return ("bridge", f"vif_type bridge: libvirt type=bridge on {spec.bridge}", steps, None)
     if isinstance(spec, TapSpec):
         return ("routed-tap", "vif_type tap: an unbridged tap that the host routes",
-                [Step(op="tap", args={"name": dev, "mac": spec.mac, "mtu": mtu, "multiqueue": _mq(f, g)},
+                [Step(op="tap", args={"name": dev, "mac": spec.mac, "mtu": mtu, "multiqueue": _mq(f, g),
+                                      "owner": b.port_id},
                       why="libvirt opens it with managed='no'")], None)
     if isinstance(spec, MacvtapSpec):
         steps = [Step(op="require_link", args={"name": spec.source, "why": "macvtap source"})]
@@ -111,7 +112,8 @@ def _plan_libvirt(b: Binding, f: HostFacts, g: GuestOptions):
         return ("pci-passthrough", "whole PCI device passed through by libvirt", [], None)
     if b.vif_type in (vt.IOVISOR, vt.MIDONET):
         return ("ethernet", f"legacy {b.vif_type}: an unbridged tap the back-end binds",
-                [Step(op="tap", args={"name": dev, "mac": None, "mtu": mtu, "multiqueue": _mq(f, g)})], None)
+                [Step(op="tap", args={"name": dev, "mac": None, "mtu": mtu, "multiqueue": _mq(f, g),
+                                      "owner": b.port_id})], None)
     return ("ethernet", f"legacy {b.vif_type}: the back-end's agent wires the tap libvirt creates", [], None)
 
 
@@ -137,7 +139,8 @@ def _plan_ovs_libvirt(b: Binding, spec: OvsSpec, f: HostFacts, g: GuestOptions):
     if choice == "hybrid":
         steps += _hybrid_steps(b, spec)
     elif choice in ("create_tap", "manual"):
-        steps.append(Step(op="tap", args={"name": b.devname, "mac": None, "mtu": mtu, "multiqueue": _mq(f, g)},
+        steps.append(Step(op="tap", args={"name": b.devname, "mac": None, "mtu": mtu, "multiqueue": _mq(f, g),
+                                          "owner": b.port_id},
                           why="vifwire creates the tap; libvirt opens it"))
         steps.append(_ovs_port(b, spec.bridge, b.devname, spec.interface_id, isolate=spec.isolate_vif,
                                device_ready=True))
@@ -178,9 +181,9 @@ def _hybrid_steps(b: Binding, spec: OvsSpec, tap_on_qbr: bool = False) -> list[S
     qbr, qvb, qvo = (names.derive(p, b.port_id) for p in ("qbr", "qvb", "qvo"))
     mtu = b.mtu
     steps = [
-        Step(op="bridge", args={"name": qbr, "mtu": mtu, "shared": False},
+        Step(op="bridge", args={"name": qbr, "mtu": mtu, "shared": False, "owner": b.port_id},
              why="per-port Linux bridge where host firewalling applies"),
-        Step(op="veth", args={"name": qvb, "peer": qvo, "mtu": mtu}, why="links qbr to OVS"),
+        Step(op="veth", args={"name": qvb, "peer": qvo, "mtu": mtu, "owner": b.port_id}, why="links qbr to OVS"),
         Step(op="master", args={"name": qvb, "master": qbr}),
         _ovs_port(b, spec.bridge, qvo, spec.interface_id, isolate=spec.isolate_vif, device_ready=True),
     ]
@@ -224,9 +227,9 @@ def _plan_lxd(b: Binding, f: HostFacts):
     if isinstance(spec, MacvtapSpec):
         return ("macvtap", f"macvtap on {spec.source} ({spec.mode}) passed to the container as a physical NIC",
                 [Step(op="macvtap", args={"name": tap, "source": spec.source, "mode": spec.mode,
-                                          "mac": b.mac, "mtu": mtu})])
+                                          "mac": b.mac, "mtu": mtu, "owner": b.port_id})])
     veth = Step(op="veth", args={"name": tap, "peer": tin, "mtu": mtu, "peer_netns": f.guest_netns,
-                                "peer_mac": b.mac},
+                                "peer_mac": b.mac, "owner": b.port_id},
                 why="tap end on the host, tin end for the container, made before it exists")
     if isinstance(spec, OvsSpec):
         choice, reason = _choose_ovs(b, spec, f)

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from vifwire.errors import HostError
 from vifwire.executors.base import HostContext
 from vifwire.executors.kernel.common import channel, fail, log
+from vifwire.executors.kernel.owner import recorded_mark, refusal, removable
 from vifwire.netlink.channel import Channel, NetlinkError, attr, ifinfo, same_mac, str_attr, u32
 from vifwire.planner.plan import Step
 from vifwire.netlink.constants import (
@@ -53,18 +54,35 @@ def find_by_mac(ctx: HostContext, mac: str, kinds: Iterable[str] | None = None) 
 
 def remove_link(ctx: HostContext, step: Step, name: str, mac: str | None, kinds: tuple[str, ...],
                 also: tuple[str, ...] = ()) -> None:
-    """Unplug a port's own link: by name, else by another name, else by MAC."""
+    """Unplug a port's own link: by name, else by another name, else by MAC.
+
+    Only a link :func:`~.owner.removable` for the step's recorded mark is
+    deleted; one that is not vifwire's, or is another port's, is left alone.
+    """
     ch = channel(ctx)
+    mark = recorded_mark(step)
     try:
         for candidate in (name, *also):
-            if ch.del_link(candidate):
-                log.debug("%s deleted", candidate)
+            link = ch.get_link(candidate)
+            if link is None:
+                continue
+            if not removable(link, mark, kinds):
+                log.warning("%s not removed: %s", candidate, refusal(link, mark))
                 return
+            ch.forget(candidate)
+            ch.del_link(index=link.index)
+            log.debug("%s deleted", candidate)
+            return
         if mac:
-            found = find_by_mac(ctx, mac, kinds)
+            found = [l for l in ch.links() if l.kind in kinds and l.address and same_mac(l.address, mac)
+                     and removable(l, mark, kinds)]
+            if len(found) > 1:
+                raise HostError(ctx.port_id, f"find_by_mac {mac}",
+                                "several interfaces have this MAC: " + ", ".join(l.name for l in found))
             if found:
-                ch.del_link(found)
-                log.debug("%s deleted (found by MAC %s)", found, mac)
+                ch.forget(found[0].name)
+                ch.del_link(index=found[0].index)
+                log.debug("%s deleted (found by MAC %s)", found[0].name, mac)
     except NetlinkError as e:
         raise fail(ctx, step, f"cannot delete {name}: {e}") from e
 
@@ -123,33 +141,39 @@ def remove_links_bulk(ctx: HostContext, names: list[str]) -> None:
 
 
 def remove_own_links(ctx: HostContext, steps: list[Step], kinds: tuple[str, ...]) -> None:
-    """Unplug many ports' links (tap, veth, macvtap, vlan steps) with one dump and one group delete.
+    """Unplug many ports' links (tap, veth, macvtap, vlan, bridge steps) with one dump and one group delete.
 
-    Each step's link is found as :func:`~vifwire.executors.kernel.links.remove_link`
-    finds it one at a time - by name, else (a veth whose peer stays on the
-    host) by its peer's name, else by the guest MAC among links of ``kinds``
-    (pairs named by older versions) - but from one link dump, and everything
-    found goes in :func:`remove_links_bulk`. A MAC that several links carry
-    is not guessed at: those ports are named in the error, after the others
-    are gone.
+    Each step's link is found as :func:`remove_link` finds it one at a time -
+    by name, else (a veth whose peer stays on the host) by its peer's name,
+    else by the guest MAC among links of ``kinds`` (pairs named by older
+    versions) - but from one link dump, and only what is
+    :func:`~.owner.removable` for the step goes in :func:`remove_links_bulk`.
+    A MAC that several links carry is not guessed at: those ports are named
+    in the error, after the others are gone.
     """
     links = channel(ctx).links()
-    present = {link.name for link in links}
+    by_name = {link.name: link for link in links}
     doomed: list[str] = []
     ambiguous: list[str] = []
     for s in steps:
         a = s.args
+        mark = recorded_mark(s)
         names = [a["name"]] + ([a["peer"]] if s.op == "veth" and not a.get("peer_netns") else [])
-        found = next((n for n in names if n in present), None)
-        if found is None and a.get("mac"):
+        found = next((by_name[n] for n in names if n in by_name), None)
+        if found is not None:
+            if removable(found, mark, kinds):
+                doomed.append(found.name)
+            else:
+                log.warning("%s not removed: %s", found.name, refusal(found, mark))
+            continue
+        if a.get("mac"):
             hits = [link.name for link in links
-                    if link.kind in kinds and link.address and same_mac(link.address, a["mac"])]
+                    if link.kind in kinds and link.address and same_mac(link.address, a["mac"])
+                    and removable(link, mark, kinds)]
             if len(hits) > 1:
                 ambiguous.append(f"{a['name']} (MAC {a['mac']}: {', '.join(hits)})")
                 continue
-            found = hits[0] if hits else None
-        if found is not None:
-            doomed.append(found)
+            doomed += hits
     remove_links_bulk(ctx, doomed)
     if ambiguous:
         raise HostError(ctx.port_id, "bulk remove", "several interfaces have the MAC of " + "; ".join(ambiguous))

@@ -19,6 +19,7 @@ from typing import Any
 
 from vifwire.errors import HostError
 from vifwire.executors.base import HostContext, Undo
+from vifwire.executors.kernel.owner import PENDING_GROUP, mark_of
 from vifwire.netlink.channel import Channel, Link, NetlinkError, Route, open_ipr, open_socket, same_mac
 from vifwire.netlink.constants import RT_TABLE_MAIN, RTN_UNICAST
 from vifwire.netlink.netns import NsWorker, netns_file
@@ -30,9 +31,6 @@ log = logging.getLogger("vifwire.executors.kernel")
 #: /etc/iproute2/rt_protos nor in the kernel's RTPROT_* list; only routes with
 #: it are ever replaced or deleted.
 VIFWIRE_RTPROT = 158
-#: ``IFLA_IFALIAS`` given to the bridges vifwire creates; a shared bridge is
-#: only ever deleted if it carries it (and has no ports).
-VIFWIRE_ALIAS = "vifwire"
 
 
 # ---------------------------------------------------------------------------
@@ -115,10 +113,15 @@ def mtu_of(args: dict) -> int | None:
 
 
 def fix_link(ch: Channel, link: Link, mtu: int | None = None, mac: str | None = None,
-             up: bool = True) -> Undo | None:
-    """Bring an existing link to mtu/mac/up; undo restores what was changed."""
+             up: bool = True, mark: str | None = None) -> Undo | None:
+    """Bring an existing link to mtu/mac/up (and ownership ``mark``, see
+    :mod:`.owner`); undo restores what was changed."""
     kw: dict[str, Any] = {}
     back: dict[str, Any] = {}
+    if mark is not None and (link.alias != mark or link.group == PENDING_GROUP):
+        kw["alias"], back["alias"] = mark, link.alias or ""
+        if link.group == PENDING_GROUP:
+            kw["group"], back["group"] = 0, link.group
     if mtu is not None and link.mtu != mtu:
         kw["mtu"], back["mtu"] = mtu, link.mtu
     if mac and not same_mac(link.address, mac):
@@ -152,9 +155,17 @@ def chain(undos: list[Undo | None]) -> Undo | None:
     return undo
 
 
-def undo_delete(ch: Channel, name: str) -> Undo:
+def undo_delete(ch: Channel, name: str, mark: str | None = None) -> Undo:
+    """Rollback of a link this run created: deleted only while it still
+    carries the run's ``mark`` (or is pending), never something that took its name."""
     def undo() -> None:
-        ch.del_link(name)
+        if mark is None:
+            ch.del_link(name)
+            return
+        link = ch.get_link(name)
+        if link is not None and mark_of(link) in (mark, ""):
+            ch.forget(name)
+            ch.del_link(index=link.index)
     return undo
 
 

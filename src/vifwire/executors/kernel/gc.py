@@ -12,38 +12,47 @@ import socket
 from vifwire.errors import HostError
 from vifwire.executors.base import HostContext
 from vifwire.executors.kernel.bulk import remove_links_bulk
-from vifwire.executors.kernel.common import VIFWIRE_ALIAS, VIFWIRE_RTPROT, channel, log
+from vifwire.executors.kernel.common import VIFWIRE_RTPROT, channel, log
 from vifwire.executors.kernel.l3 import delete_route
+from vifwire.executors.kernel.owner import mark_of
 from vifwire.netlink.channel import NetlinkError
 from vifwire.netlink.constants import RT_TABLE_MAIN
 
-#: Name prefixes of the devices vifwire makes for a port (Nova/os-vif/nova-lxd names).
+#: Name prefixes of the devices vifwire makes for a port (Nova/os-vif/nova-lxd names):
+#: an unowned, unmarked link named so is reported as suspect, never removed.
 GC_PREFIXES = ("tap", "tin", "qbr", "qvb", "qvo")
 
 
 def garbage(ctx: HostContext, owned: dict[str, set]) -> list[dict[str, str]]:
-    """Links named like vifwire's that no record owns, and vifwire-protocol routes.
+    """Links carrying vifwire's mark (:mod:`.owner`) that no record owns, and
+    vifwire-protocol routes no record owns.
 
-    Links are recognised by name prefix (as the issue asks), so on a host
-    shared with another plugging agent review the list before ``--force``.
-    A veth whose peer is owned (the ``tin`` of an owned ``tap``) is not
-    garbage; a bridge is garbage only if vifwire created it (alias) or it
-    is a per-port ``qbr``.
+    Links are recognised by their mark only: a link named like vifwire's but
+    unmarked (another agent's, or made by a vifwire before marks existed) is
+    logged as a suspect and never listed for removal. A veth whose peer is
+    owned (the ``tin`` of an owned ``tap``) is not garbage.
     """
     ch = channel(ctx)
     links = ch.links()
     by_index = {l.index: l for l in links}
     owned_links = owned.get("links", set())
     out: list[dict[str, str]] = []
+    suspects: list[str] = []
     for l in links:
-        if not l.name.startswith(GC_PREFIXES) or l.name in owned_links:
+        if l.name in owned_links:
             continue
         peer = by_index.get(l.link) if l.kind == "veth" and l.link_netnsid is None else None
         if peer is not None and peer.name in owned_links:
             continue
-        if l.kind == "bridge" and not (l.name.startswith("qbr") or l.alias == VIFWIRE_ALIAS):
+        if mark_of(l) is None:
+            if l.name.startswith(GC_PREFIXES):
+                suspects.append(l.name)
             continue
         out.append({"kind": "link", "name": l.name})
+    if suspects:
+        log.warning("gc: %d unowned link(s) named like vifwire's carry no vifwire mark and are left alone "
+                    "(suspect, not removed): %s", len(suspects), ", ".join(sorted(suspects)[:20])
+                    + (", ..." if len(suspects) > 20 else ""))
     owned_routes = owned.get("routes")
     for fam in (socket.AF_INET, socket.AF_INET6):
         for r in ch.routes(fam, RT_TABLE_MAIN, VIFWIRE_RTPROT):
@@ -72,7 +81,9 @@ def remove_garbage(ctx: HostContext, items: list[dict[str, str]]) -> None:
                 log.debug("gc: route %s deleted", it["name"])
         except NetlinkError as e:
             raise HostError(ctx.port_id, "gc", f"cannot delete route {it['name']}: {e}") from e
-    links = [it["name"] for it in items if it.get("kind") == "link"]
-    if links:
+    names = {it["name"] for it in items if it.get("kind") == "link"}
+    if names:
+        # only what still carries vifwire's mark (the survey was a moment ago)
+        links = [l.name for l in ch.links() if l.name in names and mark_of(l) is not None]
         remove_links_bulk(ctx, links)
         log.debug("gc: %d links deleted", len(links))

@@ -1,12 +1,14 @@
-"""Kernel links: the ``tap``, ``veth``, ``bridge``, ``master``, ``macvtap``,
-``vlan`` and ``require_link`` steps (args: :mod:`vifwire.planner.plan`).
+"""Kernel links: the ``tap``, ``veth`` (:mod:`.veth`), ``bridge``, ``master``,
+``macvtap``, ``vlan`` and ``require_link`` steps (args: :mod:`vifwire.planner.plan`).
 
 Every change is one netlink request naming the link (``ifi_index=0`` +
-``IFLA_IFNAME``), never a dump; a name already taken is looked at and either
-adopted (it is what the plan wants, e.g. left by a crash) or replaced. Each
-``apply`` returns an undo of exactly what it changed. Unplug of a link named
-by an older version falls back to :func:`~vifwire.executors.kernel.bulk.find_by_mac`
-(docs/architecture.md, "Containers").
+``IFLA_IFNAME``), never a dump. Every link created is marked as vifwire's
+(:mod:`.owner`: ``IFLA_IFALIAS`` ``vifwire:<port id>``, ``vifwire`` for
+shared ones); a name already taken is repaired in place or replaced only if
+it carries this port's mark (a crash leftover), and otherwise the step fails
+with one line and the link is left exactly as it was. Each ``apply`` returns
+an undo of exactly what it changed. Unplug deletes only marked links; a link
+named by an older version is found by MAC (docs/architecture.md, "Containers").
 """
 
 from __future__ import annotations
@@ -18,22 +20,25 @@ import struct
 
 from vifwire.executors.base import HostContext, Undo
 from vifwire.executors.kernel.common import (
-    VIFWIRE_ALIAS, KernelView, ViewVerifier, chain, channel, fail, fix_link, link_drift, log,
-    mtu_of, undo_delete, worker,
+    KernelView, ViewVerifier, chain, channel, fail, fix_link, link_drift, log, mtu_of, undo_delete, worker,
 )
 from vifwire.executors.kernel.bulk import remove_link, remove_own_links
-from vifwire.executors.kernel.sysctl import disable_ipv6, sysctl_path
-from vifwire.netlink.channel import (
-    Channel, Link, NetlinkError, attr, ifinfo, mac_bytes, str_attr, u32,
+from vifwire.executors.kernel.owner import (
+    PENDING_GROUP, claim, mark_of, recorded_mark, refusal, removable, wanted_mark,
 )
+from vifwire.executors.kernel.sysctl import disable_ipv6, sysctl_path
+from vifwire.executors.kernel.veth import VethHandler
+from vifwire.netlink.channel import Channel, Link, NetlinkError, attr, ifinfo, mac_bytes, str_attr, u32
 from vifwire.netlink.constants import (
     IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_TUN_EXCL, IFF_UP, IFF_VNET_HDR, IFLA_ADDRESS,
-    IFLA_BR_FORWARD_DELAY, IFLA_BR_STP_STATE, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND,
-    IFLA_LINK, IFLA_LINKINFO, IFLA_MACVLAN_MODE, IFLA_MTU, IFLA_NET_NS_FD, IFLA_TUN_MULTI_QUEUE,
-    IFLA_TUN_TYPE, IFLA_VLAN_ID, MACVLAN_MODES, RTM_NEWLINK, TUNSETIFF, TUNSETPERSIST, VETH_INFO_PEER,
+    IFLA_BR_FORWARD_DELAY, IFLA_BR_STP_STATE, IFLA_GROUP, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND,
+    IFLA_LINK, IFLA_LINKINFO, IFLA_MACVLAN_MODE, IFLA_MTU, IFLA_TUN_MULTI_QUEUE,
+    IFLA_TUN_TYPE, IFLA_VLAN_ID, MACVLAN_MODES, RTM_NEWLINK, TUNSETIFF, TUNSETPERSIST,
 )
-from vifwire.netlink.netns import netns_file
 from vifwire.planner.plan import Step
+
+__all__ = ["BridgeHandler", "MacvtapHandler", "MasterHandler", "RequireLinkHandler", "TapHandler",
+           "VethHandler", "VlanHandler"]
 
 NO_8021Q = "kernel has no 802.1Q VLAN support (module 8021q)"
 
@@ -42,15 +47,18 @@ NO_8021Q = "kernel has no 802.1Q VLAN support (module 8021q)"
 # tap (linux/if_tun.h; Documentation/networking/tuntap.rst)
 
 
-def _tun_create(ctx: HostContext, name: str, multiqueue: bool) -> None:
-    """Create a persistent tap; EBUSY if the name is taken (IFF_TUN_EXCL)."""
+def _tun_open(ctx: HostContext, name: str, multiqueue: bool) -> int:
+    """A tun file attached to a new, not yet persistent tap; EBUSY if the name
+    is taken (IFF_TUN_EXCL). Closing the file before :func:`_tun_persist`
+    (or dying) makes the tap vanish."""
     flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if multiqueue else 0)
     fd = worker(ctx).tun_fd()
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("=16sH22x", name.encode(), flags | IFF_TUN_EXCL))
-        fcntl.ioctl(fd, TUNSETPERSIST, 1)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def _is_wanted_tap(link: Link, multiqueue: bool) -> bool:
@@ -64,33 +72,40 @@ class TapHandler(ViewVerifier):
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
         a = step.args
         name, mac, mtu, mq = a["name"], a.get("mac"), mtu_of(a), bool(a.get("multiqueue"))
+        mark = wanted_mark(step, ctx.port_id)
         ch = channel(ctx)
-        try:
-            _tun_create(ctx, name, mq)
-        except OSError as e:
-            if e.errno != errno.EBUSY:
-                raise fail(ctx, step, f"cannot create tap {name}: {e.strerror}") from e
-            link = ch.get_link(name)
-            if link is not None and _is_wanted_tap(link, mq):
-                try:
-                    return fix_link(ch, link, mtu, mac)
-                except (NetlinkError, ValueError) as e2:
-                    raise fail(ctx, step, f"cannot configure {name}: {e2}") from e2
-            # a leftover of the wrong kind (or wrong queue mode): replace it
+        fd = -1
+        for attempt in range(3):
             try:
-                ch.del_link(name)
-                _tun_create(ctx, name, mq)
-            except OSError as e2:
-                raise fail(ctx, step, f"cannot replace leftover {name}: {e2.strerror}") from e2
-            log.debug("tap %s: replaced a leftover", name)
+                fd = _tun_open(ctx, name, mq)
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or attempt == 2:
+                    raise fail(ctx, step, f"cannot create tap {name}: {e.strerror}") from e
+            try:
+                link = ch.get_link(name)
+                if link is None:
+                    continue  # gone meanwhile
+                if not claim(ctx.port_id, step, link, mark, _is_wanted_tap(link, mq)):
+                    return fix_link(ch, link, mtu, mac, mark=mark)  # this port's: repaired
+                # this port's, of the wrong kind or queue mode: replaced
+                ch.forget(name)
+                ch.del_link(index=link.index)
+                log.debug("tap %s: replaced a leftover of this port", name)
+            except (NetlinkError, ValueError) as e:
+                raise fail(ctx, step, f"cannot configure {name}: {e}") from e
         try:
-            ch.set_link(name, up=True, mtu=mtu, address=mac)
-        except (NetlinkError, ValueError) as e:
-            ch.del_link(name)
+            # configured and marked while only our file holds it: if this
+            # process dies before TUNSETPERSIST, the tap goes with it
+            ch.set_link(name, up=True, mtu=mtu, address=mac, alias=mark)
+            fcntl.ioctl(fd, TUNSETPERSIST, 1)
+        except (OSError, ValueError) as e:
             raise fail(ctx, step, f"cannot configure {name}: {e}") from e
+        finally:
+            os.close(fd)
         ch.fresh.add(name)
         log.debug("tap %s created", name)
-        return undo_delete(ch, name)
+        return undo_delete(ch, name, mark)
 
     def remove(self, step: Step, ctx: HostContext) -> None:
         remove_link(ctx, step, step.args["name"], step.args.get("mac"), ("tun",))
@@ -108,165 +123,15 @@ class TapHandler(ViewVerifier):
 
 
 # ---------------------------------------------------------------------------
-# veth (Documentation/networking/veth.rst via ip-link(8) "veth")
-
-
-class _PeerNs:
-    """An open handle on the peer's namespace (fd + this namespace's id for it)."""
-
-    def __init__(self, ch: Channel, peer_netns: str | None):
-        self.fd: int | None = None
-        self.ch = ch
-        self._nsid: int | None = None
-        if peer_netns:
-            self.fd = os.open(netns_file(peer_netns), os.O_RDONLY | os.O_CLOEXEC)
-
-    @property
-    def nsid(self) -> int | None:
-        if self.fd is None:
-            return None
-        if self._nsid is None:
-            self._nsid = self.ch.nsid_of(self.fd)
-        return self._nsid
-
-    def __enter__(self) -> "_PeerNs":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def _veth_body(first: str, second: str, mtu: int | None, first_ns_fd: int | None = None,
-               first_mac: str | None = None, second_mac: str | None = None) -> bytes:
-    """A veth pair: ``first`` is created up (in ``first_ns_fd``'s namespace when
-    given), ``second`` - the ``VETH_INFO_PEER`` - down in the socket's namespace.
-
-    Only the device the request is about can be brought up in the same
-    request: the peer is configured before the two are linked, and
-    ``veth_open`` of an unlinked device fails with ENOTCONN.
-    """
-    pattrs = str_attr(IFLA_IFNAME, second) + (u32(IFLA_MTU, mtu) if mtu else b"")
-    if second_mac:
-        pattrs += attr(IFLA_ADDRESS, mac_bytes(second_mac))
-    peer_nla = attr(VETH_INFO_PEER, ifinfo() + pattrs)
-    linkinfo = attr(IFLA_LINKINFO, str_attr(IFLA_INFO_KIND, "veth") + attr(IFLA_INFO_DATA, peer_nla))
-    attrs = str_attr(IFLA_IFNAME, first) + (u32(IFLA_MTU, mtu) if mtu else b"")
-    if first_mac:
-        attrs += attr(IFLA_ADDRESS, mac_bytes(first_mac))
-    if first_ns_fd is not None:
-        attrs += u32(IFLA_NET_NS_FD, first_ns_fd)
-    return ifinfo(0, IFF_UP, IFF_UP) + attrs + linkinfo
-
-
-class VethHandler(ViewVerifier):
-    def apply(self, step: Step, ctx: HostContext) -> Undo | None:
-        a = step.args
-        name, peer, mtu = a["name"], a["peer"], mtu_of(a)
-        ch = channel(ctx)
-        try:
-            with _PeerNs(ch, a.get("peer_netns")) as pns:
-                return self._apply(step, ch, pns, name, peer, mtu)
-        except FileNotFoundError as e:
-            raise fail(ctx, step, f"peer namespace {a.get('peer_netns')} does not exist") from e
-        except NetlinkError as e:
-            raise fail(ctx, step, f"cannot create veth {name}/{peer}: {e}") from e
-
-    def _apply(self, step: Step, ch: Channel, pns: _PeerNs,
-               name: str, peer: str, mtu: int | None) -> Undo | None:
-        guest_mac = step.args.get("peer_mac")  # the tin end is the guest's NIC
-        if pns.fd is None:
-            body, later = _veth_body(name, peer, mtu, second_mac=guest_mac), peer
-        else:
-            # The guest end is the device of the request, created directly in
-            # the guest namespace and up; the host end is its peer, made here.
-            # (Bringing a device up needs a socket in its namespace: on this
-            # kernel IFLA_TARGET_NETNSID on a set request *moves* the device.)
-            body, later = _veth_body(peer, name, mtu, pns.fd, first_mac=guest_mac), name
-        for attempt in range(3):
-            try:
-                ch.new_link(body)
-                break
-            except NetlinkError as e:
-                if e.errno != errno.EEXIST or attempt == 2:
-                    raise
-            # something is in the way: the pair as wanted, or a leftover end
-            host = ch.get_link(name)
-            if host is not None:
-                if self._is_wanted(ch, pns, host, peer):
-                    return self._fix_existing(ch, host, mtu, guest_mac)
-                ch.del_link(name)
-            else:
-                ch.del_link(peer, nsid=pns.nsid)  # a leftover tin, perhaps in the guest
-            log.debug("veth %s/%s: removed a leftover", name, peer)
-        try:
-            ch.set_link(later, up=True)
-        except NetlinkError:
-            ch.del_link(name)
-            raise
-        ch.fresh.add(name)
-        if pns.fd is None:
-            ch.fresh.add(peer)
-        log.debug("veth %s/%s created", name, peer)
-        return undo_delete(ch, name)
-
-    @staticmethod
-    def _is_wanted(ch: Channel, pns: _PeerNs, host: Link, peer: str) -> bool:
-        if host.kind != "veth" or not host.link:
-            return False
-        if pns.fd is not None:
-            # the guest may have renamed its end: the right namespace is enough
-            return host.link_netnsid is not None and host.link_netnsid == pns.nsid
-        if host.link_netnsid is not None:
-            return True  # the container took its end (nova-lxd / LXD move it)
-        other = ch.get_link(index=host.link)
-        return other is not None and other.name == peer
-
-    @staticmethod
-    def _fix_existing(ch: Channel, host: Link, mtu: int | None, peer_mac: str | None) -> Undo | None:
-        undos = [fix_link(ch, host, mtu)]
-        if host.link_netnsid is None:
-            # the peer is here too (the guest end in another namespace is the
-            # guest's business once created; it was created up, with its MAC)
-            other = ch.get_link(index=host.link)
-            if other is not None:
-                undos.append(fix_link(ch, other, mtu, peer_mac))
-        return chain(undos)
-
-    def remove(self, step: Step, ctx: HostContext) -> None:
-        a = step.args
-        also = () if a.get("peer_netns") else (a["peer"],)
-        remove_link(ctx, step, a["name"], a.get("mac"), ("veth",), also)
-
-    def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
-        remove_own_links(ctx, steps, ("veth",))
-
-    def drift(self, step: Step, view: KernelView) -> list[str]:
-        a = step.args
-        link = view.link(a["name"])
-        # no MAC check: ``mac`` only helps unplug find a renamed pair
-        out = link_drift(link, a["name"], "veth", mtu_of(a))
-        if link is None or link.kind != "veth":
-            return out
-        if not a.get("peer_netns") and link.link_netnsid is None:
-            other = view.link_at(link.link)
-            if other is not None and other.name != a["peer"]:
-                out.append(f"{a['name']}: peer is {other.name}, recorded {a['peer']}")
-            elif other is not None:
-                out += link_drift(other, a["peer"], None, mtu_of(a), a.get("peer_mac"))
-        return out
-
-
-# ---------------------------------------------------------------------------
 # bridge (ip-link(8) "bridge"; linux/if_link.h IFLA_BR_*)
 
 
 def _bridge_body(name: str, mtu: int | None) -> bytes:
     # Created down; IFLA_IFALIAS would be ignored here (the kernel only applies
-    # it to existing links), so it goes with the "up" that follows.
+    # it to existing links), so it goes with the "up" that follows; until then
+    # the bridge is in vifwire's pending group (:mod:`.owner`).
     data = u32(IFLA_BR_FORWARD_DELAY, 0) + u32(IFLA_BR_STP_STATE, 0)
-    attrs = (str_attr(IFLA_IFNAME, name) + (u32(IFLA_MTU, mtu) if mtu else b"")
+    attrs = (str_attr(IFLA_IFNAME, name) + (u32(IFLA_MTU, mtu) if mtu else b"") + u32(IFLA_GROUP, PENDING_GROUP)
              + attr(IFLA_LINKINFO, str_attr(IFLA_INFO_KIND, "bridge") + attr(IFLA_INFO_DATA, data)))
     return ifinfo() + attrs
 
@@ -284,15 +149,21 @@ def _set_bridge_opts(ch: Channel, index: int, forward_delay: int, stp: int) -> N
 
 
 class BridgeHandler(ViewVerifier):
+    """A shared bridge (``shared``: the network's) is marked ``vifwire``; a
+    port's own (``qbr``) ``vifwire:<port id>``. An existing shared bridge
+    that is not vifwire's is used as it is (only brought up) and never
+    removed; an existing ``qbr`` that is not this port's fails the step."""
+
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
         a = step.args
         name, mtu = a["name"], mtu_of(a)
+        mark = wanted_mark(step, ctx.port_id)
         ch = channel(ctx)
         if a.get("shared"):
             # usually there already: look before trying to create
             link = ch.get_link(name)
             if link is not None:
-                return self._existing(ctx, step, ch, link, mtu)
+                return self._existing(ctx, step, ch, link, mtu, mark)
         try:
             index = ch.new_link(_bridge_body(name, mtu), echo=True)
         except NetlinkError as e:
@@ -301,30 +172,37 @@ class BridgeHandler(ViewVerifier):
             link = ch.get_link(name)
             if link is None:
                 raise fail(ctx, step, f"bridge {name} vanished while being created") from e
-            return self._existing(ctx, step, ch, link, mtu)
+            return self._existing(ctx, step, ch, link, mtu, mark)
         try:
             # IPv6 off before the bridge is ever up; then mark it ours and up
             worker(ctx).call(disable_ipv6, sysctl_path("ipv6/conf/{dev}/disable_ipv6", name))
-            ch.set_link(index=index, name=name, up=True, alias=VIFWIRE_ALIAS)
+            ch.set_link(index=index, name=name, up=True, alias=mark, group=0)
         except (OSError, ValueError) as e:
             ch.del_link(name)
             raise fail(ctx, step, f"cannot set up bridge {name}: {e}") from e
         if index:
             ch.index_cache[name] = index  # for the master step that follows
         log.debug("bridge %s created", name)
-        return undo_delete(ch, name)
+        return undo_delete(ch, name, mark)
 
     @staticmethod
-    def _existing(ctx: HostContext, step: Step, ch: Channel, link: Link, mtu: int | None) -> Undo | None:
+    def _existing(ctx: HostContext, step: Step, ch: Channel, link: Link, mtu: int | None,
+                  mark: str) -> Undo | None:
         name = link.name
-        if link.kind != "bridge":
+        if step.args.get("shared") and mark_of(link) is None:
+            if link.kind != "bridge":
+                raise fail(ctx, step, f"{name} exists and is a {link.kind or 'plain'} device, not a bridge")
+            ch.index_cache[name] = link.index
+            try:
+                return fix_link(ch, link)  # somebody else's bridge: only make sure it is up
+            except NetlinkError as e:
+                raise fail(ctx, step, f"cannot configure bridge {name}: {e}") from e
+        if claim(ctx.port_id, step, link, mark, link.kind == "bridge"):
             raise fail(ctx, step, f"{name} exists and is a {link.kind or 'plain'} device, not a bridge")
         ch.index_cache[name] = link.index
         try:
-            if link.alias != VIFWIRE_ALIAS:
-                return fix_link(ch, link)  # somebody else's bridge: only make sure it is up
             # ours (e.g. left by a crash): make it exactly as planned
-            undos = [fix_link(ch, link, mtu)]
+            undos = [fix_link(ch, link, mtu, mark=mark)]
             stp, fwd = link.info_u32(IFLA_BR_STP_STATE) or 0, link.info_u32(IFLA_BR_FORWARD_DELAY) or 0
             if stp or fwd:
                 _set_bridge_opts(ch, link.index, 0, 0)
@@ -339,26 +217,36 @@ class BridgeHandler(ViewVerifier):
         name = a["name"]
         ch = channel(ctx)
         try:
-            if not a.get("shared"):
-                if ch.del_link(name):  # the port's own bridge (qbr)
-                    log.debug("bridge %s deleted", name)
-                return
             link = ch.get_link(name)
-            if link is None or link.kind != "bridge" or link.alias != VIFWIRE_ALIAS:
-                return  # gone, or not vifwire's: never removed
-            if ch.slaves(link.index):
+            if link is None:
+                return
+            if not removable(link, recorded_mark(step), ("bridge",)):
+                if not a.get("shared"):
+                    log.warning("%s not removed: %s", name, refusal(link, recorded_mark(step)))
+                return  # not vifwire's (or another port's): never removed
+            if a.get("shared") and ch.slaves(link.index):
                 return  # still used by other ports
-            ch.del_link(index=link.index)
             ch.forget(name)
-            log.debug("shared bridge %s deleted (no ports left)", name)
+            ch.del_link(index=link.index)
+            log.debug("bridge %s deleted", name)
         except NetlinkError as e:
             raise fail(ctx, step, f"cannot remove bridge {name}: {e}") from e
+
+    def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
+        """Ports' own bridges in one group delete (after the ownership check of
+        :func:`~.bulk.remove_own_links`); shared ones one by one (ports left?)."""
+        own = [s for s in steps if not s.args.get("shared")]
+        if own:
+            remove_own_links(ctx, own, ("bridge",))
+        for s in steps:
+            if s.args.get("shared"):
+                self.remove(s, ctx)
 
     def drift(self, step: Step, view: KernelView) -> list[str]:
         a = step.args
         link = view.link(a["name"])
         out = link_drift(link, a["name"], "bridge", mtu_of(a))
-        if link is not None and link.kind == "bridge" and link.alias == VIFWIRE_ALIAS:
+        if link is not None and link.kind == "bridge" and mark_of(link) is not None:
             if link.info_u32(IFLA_BR_STP_STATE):
                 out.append(f"{a['name']}: STP is on, recorded off")
             fd = link.info_u32(IFLA_BR_FORWARD_DELAY)
@@ -454,6 +342,7 @@ class MacvtapHandler(ViewVerifier):
         if mode_name not in MACVLAN_MODES:
             raise fail(ctx, step, f"unknown macvtap mode {mode_name!r} (known: {', '.join(MACVLAN_MODES)})")
         mode = MACVLAN_MODES[mode_name]
+        mark = wanted_mark(step, ctx.port_id)
         ch = channel(ctx)
         try:
             sidx = ch.index_of(source)
@@ -472,15 +361,23 @@ class MacvtapHandler(ViewVerifier):
                     if e.errno != errno.EEXIST or attempt == 2:
                         raise
                 link = ch.get_link(name)
-                if link is not None and link.kind == "macvtap" and link.link == sidx \
-                        and link.info_u32(IFLA_MACVLAN_MODE) == mode:
-                    return fix_link(ch, link, mtu, mac)
+                if link is None:
+                    continue
+                wanted = link.kind == "macvtap" and link.link == sidx and link.info_u32(IFLA_MACVLAN_MODE) == mode
+                if not claim(ctx.port_id, step, link, mark, wanted):
+                    return fix_link(ch, link, mtu, mac, mark=mark)
+                ch.forget(name)
+                ch.del_link(index=link.index)  # this port's, of the wrong shape
+            try:
+                ch.set_link(name, alias=mark, group=0)
+            except NetlinkError:
                 ch.del_link(name)
+                raise
         except (NetlinkError, ValueError) as e:
             raise fail(ctx, step, f"cannot create macvtap {name} on {source}: {e}") from e
         ch.fresh.add(name)
         log.debug("macvtap %s created on %s", name, source)
-        return undo_delete(ch, name)
+        return undo_delete(ch, name, mark)
 
     @staticmethod
     def _body(name: str, sidx: int, mode: int, mtu: int | None, mac: str | None) -> bytes:
@@ -489,6 +386,7 @@ class MacvtapHandler(ViewVerifier):
             attrs += u32(IFLA_MTU, mtu)
         if mac:
             attrs += attr(IFLA_ADDRESS, mac_bytes(mac))
+        attrs += u32(IFLA_GROUP, PENDING_GROUP)  # until marked (:mod:`.owner`)
         attrs += attr(IFLA_LINKINFO, str_attr(IFLA_INFO_KIND, "macvtap")
                       + attr(IFLA_INFO_DATA, u32(IFLA_MACVLAN_MODE, mode)))
         return ifinfo(0, IFF_UP, IFF_UP) + attrs
@@ -519,17 +417,22 @@ class MacvtapHandler(ViewVerifier):
 
 
 class VlanHandler(ViewVerifier):
+    """A VLAN sub-interface is shared by the ports of a network: marked
+    ``vifwire``. One that exists as wanted but is not vifwire's is used as
+    it is (brought up) and never removed; of another shape, the step fails."""
+
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
         a = step.args
         name, parent, vid = a["name"], a["parent"], int(a["vlan_id"])
+        mark = wanted_mark(step, ctx.port_id)
         ch = channel(ctx)
         try:
             pidx = ch.index_of(parent, refresh=True)
             if pidx is None:
                 raise fail(ctx, step, f"parent {parent} does not exist")
-            body = ifinfo(0, IFF_UP, IFF_UP) + str_attr(IFLA_IFNAME, name) + u32(IFLA_LINK, pidx) + attr(
-                IFLA_LINKINFO, str_attr(IFLA_INFO_KIND, "vlan")
-                + attr(IFLA_INFO_DATA, attr(IFLA_VLAN_ID, struct.pack("=H", vid))))
+            body = ifinfo(0, IFF_UP, IFF_UP) + str_attr(IFLA_IFNAME, name) + u32(IFLA_LINK, pidx) + u32(
+                IFLA_GROUP, PENDING_GROUP) + attr(IFLA_LINKINFO, str_attr(IFLA_INFO_KIND, "vlan")
+                                                  + attr(IFLA_INFO_DATA, attr(IFLA_VLAN_ID, struct.pack("=H", vid))))
             for attempt in range(2):
                 try:
                     ch.new_link(body)
@@ -540,18 +443,32 @@ class VlanHandler(ViewVerifier):
                     if e.errno != errno.EEXIST or attempt == 1:
                         raise
                 link = ch.get_link(name)
-                if link is not None and link.kind == "vlan" and link.link == pidx and \
-                        link.info_data.get(IFLA_VLAN_ID, b"")[:2] == struct.pack("=H", vid):
-                    return fix_link(ch, link)
+                if link is None:
+                    continue
+                wanted = link.kind == "vlan" and link.link == pidx and \
+                    link.info_data.get(IFLA_VLAN_ID, b"")[:2] == struct.pack("=H", vid)
+                if wanted and mark_of(link) is None:
+                    return fix_link(ch, link)  # the admin's VLAN: used, not taken over
+                if not claim(ctx.port_id, step, link, mark, wanted):
+                    return fix_link(ch, link, mark=mark)
+                ch.forget(name)
+                ch.del_link(index=link.index)
+            try:
+                ch.set_link(name, alias=mark, group=0)
+            except NetlinkError:
                 ch.del_link(name)
+                raise
         except NetlinkError as e:
             raise fail(ctx, step, f"cannot create VLAN {name} on {parent}: {e}") from e
         ch.fresh.add(name)
         log.debug("vlan %s created on %s (id %d)", name, parent, vid)
-        return undo_delete(ch, name)
+        return undo_delete(ch, name, mark)
 
     def remove(self, step: Step, ctx: HostContext) -> None:
         remove_link(ctx, step, step.args["name"], None, ("vlan",))
+
+    def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
+        remove_own_links(ctx, steps, ("vlan",))
 
     def drift(self, step: Step, view: KernelView) -> list[str]:
         a = step.args
