@@ -25,6 +25,10 @@ Host step kinds (``Step.op``, a :class:`StepKind`) and their ``args``:
 ``proxy_ndp``    dev, addresses - IPv6 neighbour proxy entries
 ``antispoof``    ifname, mac, ipv4, ipv6, pairs, bridged - anti-spoofing filter
 
+Link-creating steps (tap, veth, macvtap, the port's own bridge) also carry
+``owner`` (the port id): the ownership mark the executor writes on the device
+and checks before it touches one (docs/operations.md).
+
 At unplug time the engine gives the port's veth step ``mac`` (the guest MAC) as a
 hint, so a pair named by an older version can still be
 found by MAC (docs/architecture.md, "Containers").

@@ -245,13 +245,29 @@ class WiringService:
                     missing.append(pid)
                 else:
                     targets.append(a)
+            problems: list[str] = []
+            unrecorded = [b for b in bindings if store.get(b.port_id) is None]
+            others = self._devices_of_others({b.port_id for b in unrecorded}) if unrecorded else {}
             for b in bindings:
                 a = store.get(b.port_id)
-                targets.append(a if a is not None else plan(b, facts, render=False))
-            problems = self._wiring().unplug(targets) if targets else []
+                if a is not None:
+                    targets.append(a)
+                    continue
+                p = plan(b, facts, render=False)
+                taken = [f"{d} is a device of port {others[d]} (recorded)" for d in p.devices() if d in others]
+                if taken:  # a guessed plan must not take another port's device or filters with it
+                    problems.append(f"port {b.port_id}: devname: {'; '.join(taken)}; not touched")
+                    continue
+                targets.append(p)
+            problems += self._wiring().unplug(targets) if targets else []
         log.info("unplug: %d port(s) in %.1f ms, %d problem(s)", len(targets), (time.perf_counter() - t0) * 1e3,
                  len(problems))
         return UnplugResult([t.port_id for t in targets], missing, problems)
+
+    def _devices_of_others(self, ports: set[str]) -> dict[str, str]:
+        """device -> port id, for the recorded ports of this namespace not in ``ports``."""
+        return {dev: a.port_id for a in self.store.all(netns=self.netns) if a.port_id not in ports
+                for dev in a.devices}
 
     def check(self, ids: Iterable[str] | None = None) -> CheckResult:
         """Compare the host with the records (one read of each kind of host state per call)."""

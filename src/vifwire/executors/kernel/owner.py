@@ -17,7 +17,7 @@ process died before marking it: vifwire's, port unknown (its name is the
 port's). A tap is configured, alias included, before ``TUNSETPERSIST``, so it
 never outlives a crash unmarked.
 
-Rules (docs: issue 11, "Ownership you can prove"):
+Rules (docs/operations.md, "What vifwire owns"):
 
 * plug reuses/repairs a link marked for the same port (or pending), replaces
   one of the wrong shape only then, and refuses anything else with one line
