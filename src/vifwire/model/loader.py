@@ -28,6 +28,7 @@ from vifwire.model.binding import (
     AddressPair, Binding, BridgeSpec, EthernetSpec, MacvtapSpec, OvsSpec,
     PciSpec, QbgSpec, QbhSpec, TapSpec, VhostUserSpec,
 )
+from vifwire.model.text import bad_unicode, check_utf8
 
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
@@ -41,7 +42,7 @@ DEFAULT_OVS_BRIDGE = "br-int"
 def parse_document(text: str, origin: str = "<input>") -> list[Any]:
     """Parse JSON text into a list of port documents."""
     if isinstance(text, str) and not text.isascii():
-        _check_utf8(text, origin)
+        check_utf8(text, origin)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -267,7 +268,7 @@ def validate_vif(vif: dict, source: str = "nova", neutron: dict | None = None, i
     try:
         json.dumps(clean_vif, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise VifError(pid, _bad_unicode(clean_vif, "") or "port", "contains invalid Unicode (a lone surrogate)")
+        raise VifError(pid, bad_unicode(clean_vif, "") or "port", "contains invalid Unicode (a lone surrogate)")
     except (TypeError, ValueError) as exc:
         raise VifError(pid, "port", f"cannot be represented as JSON: {exc}")
     return Binding(
@@ -587,39 +588,3 @@ def _address_pairs(pid: str, pairs: Any) -> list[AddressPair]:
             mac = _mac(pid, f"allowed_address_pairs[{i}].mac_address", mac)
         out.append(AddressPair(ip=str(net) if net.num_addresses > 1 else str(net.network_address), mac=mac))
     return out
-
-
-def _check_utf8(text: str, origin: str) -> None:
-    """Text read with ``errors="surrogateescape"`` keeps invalid bytes as lone
-    surrogates; refuse them with the position of the first one."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        bad = text[exc.start]
-        line = text.count("\n", 0, exc.start) + 1
-        column = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
-        what = (f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF
-                else f"lone surrogate U+{ord(bad):04X}")
-        raise InvalidInput([VifError(origin, "document", f"is not valid UTF-8: {what} at line {line} "
-                                                         f"column {column}")])
-
-
-def _bad_unicode(value: Any, path: str) -> str | None:
-    """The path of the first string holding a lone surrogate (JSON "\\udc80" escapes), or None."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path or "port"
-        return None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found = _bad_unicode(k, path) or _bad_unicode(v, f"{path}.{k}" if path else str(k))
-            if found:
-                return found
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found = _bad_unicode(v, f"{path}[{i}]")
-            if found:
-                return found
-    return None
