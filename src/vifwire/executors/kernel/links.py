@@ -96,13 +96,21 @@ class TapHandler(ViewVerifier):
                 raise fail(ctx, step, f"cannot configure {name}: {e}") from e
         try:
             # configured and marked while only our file holds it: if this
-            # process dies before TUNSETPERSIST, the tap goes with it
-            ch.set_link(name, up=True, mtu=mtu, address=mac, alias=mark)
+            # process dies before TUNSETPERSIST, the tap goes with it. Up only
+            # once our file is closed: an attached tap has carrier, and bringing
+            # it up then starts IPv6 autoconfiguration (DAD, RS, MLD) on a device
+            # no guest uses yet, which also makes its deletion slower.
+            ch.set_link(name, mtu=mtu, address=mac, alias=mark)
             fcntl.ioctl(fd, TUNSETPERSIST, 1)
         except (OSError, ValueError) as e:
-            raise fail(ctx, step, f"cannot configure {name}: {e}") from e
-        finally:
             os.close(fd)
+            raise fail(ctx, step, f"cannot configure {name}: {e}") from e
+        os.close(fd)
+        try:
+            ch.set_link(name, up=True)
+        except (NetlinkError, ValueError) as e:
+            ch.del_link(name)
+            raise fail(ctx, step, f"cannot bring {name} up: {e}") from e
         ch.fresh.add(name)
         log.debug("tap %s created", name)
         return undo_delete(ch, name, mark)
