@@ -42,7 +42,9 @@ def host_state(ns: str) -> dict:
         links = [l.get_attr("IFLA_IFNAME") for l in ipr.get_links()]
         routes = [r for fam in (2, 10) for r in ipr.get_routes(family=fam, table=254)
                   if r["proto"] == RTPROT_VIFWIRE]
-        proxies = [n for n in ipr.get_neighbours(family=10, flags=0x08)]
+    # the proxy table is listed by iproute2 (pyroute2's neighbour dump does not ask for it)
+    proxies = subprocess.run(["ip", "-n", ns, "-6", "neigh", "show", "proxy"], capture_output=True, text=True,
+                             check=True).stdout.splitlines()
     out = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"], capture_output=True,
                          text=True, check=True).stdout
     elements: Counter = Counter()
@@ -87,6 +89,7 @@ def assert_all_wired(ns: str, db: str, per_port: int) -> None:
     want = sorted(b.devname for b in bindings)
     assert state["taps"] == want
     assert state["routes"] == 2 * len(want)  # one /32 and one /128 each
+    assert state["proxies"] == len(want)  # fe80::1 on each tap
     assert set(state["elements"]) == set(want)
     assert set(state["elements"].values()) == {per_port}, "every element exactly once"
     with SqliteStore(db) as store:

@@ -33,6 +33,7 @@ COMMANDS = {
     "list": ("vifwire.cli.wiring", "list_cmd"),
     "gc": ("vifwire.cli.wiring", "gc"),
     "up": ("vifwire.cli.up", "up"),
+    "state": ("vifwire.cli.state", "state"),
 }
 
 

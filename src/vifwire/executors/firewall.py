@@ -55,6 +55,13 @@ def port_filter(step: Step) -> PortFilter:
                       bridged=bool(a.get("bridged")))
 
 
+def removal_hint(step: Step) -> PortFilter | None:
+    """The PortFilter a step was installed with, or None for a step that does
+    not know it (no ``mac``: recovered by ``vifwire state rebuild`` from the
+    ``ports`` registry): its entries are then found by listing vifwire's sets."""
+    return port_filter(step) if step.args.get("mac") else None
+
+
 def _error(ctx: HostContext, pf: PortFilter, exc: BaseException) -> HostError:
     return HostError(ctx.port_id, f"antispoof {pf.ifname}", " ".join(str(exc).split())[:300])
 
@@ -107,20 +114,22 @@ class AntiSpoofHandler:
         return results
 
     def remove(self, step: Step, ctx: HostContext) -> None:
-        pf = port_filter(step)
+        """Remove the port's entries; a step without ``mac`` (no hint) lists them first."""
         anti = anti_spoof(ctx)
         with ctx.lock:
-            anti.remove_port(pf.ifname, hint=pf)
+            anti.remove_port(step.args["ifname"], hint=removal_hint(step))
 
     def remove_bulk(self, steps: list[Step], ctx: HostContext) -> None:
-        """Remove every port's entries in ONE nft transaction (absent is fine)."""
+        """Remove every port's entries in ONE nft transaction (absent is fine);
+        steps without ``mac`` are removed without a hint (found by listing)."""
         t0 = time.perf_counter()
-        hints = {s.args["ifname"]: port_filter(s) for s in steps}
+        names = list(dict.fromkeys(s.args["ifname"] for s in steps))
+        hints = {s.args["ifname"]: pf for s in steps if (pf := removal_hint(s)) is not None}
         anti = anti_spoof(ctx)
         with ctx.lock:
-            anti.remove_ports(list(hints), hints)
-        log.debug("antispoof remove_bulk: %d ports in one transaction, %.1f ms",
-                  len(hints), (time.perf_counter() - t0) * 1e3)
+            anti.remove_ports(names, hints)
+        log.debug("antispoof remove_bulk: %d ports (%d without a hint) in one transaction, %.1f ms",
+                  len(names), len(names) - len(hints), (time.perf_counter() - t0) * 1e3)
 
     def verify(self, step: Step, ctx: HostContext) -> list[str]:
         return self.verify_many([step], ctx)[0]
@@ -133,13 +142,18 @@ class AntiSpoofHandler:
         sets cannot be read at all.
         """
         t0 = time.perf_counter()
-        pfs = [port_filter(s) for s in steps]
-        families = sorted({f for pf in pfs for f in pf.families()})
+        pfs = [removal_hint(s) for s in steps]
+        families = sorted({f for pf in pfs if pf is not None for f in pf.families()})
         anti = anti_spoof(ctx)
         with ctx.lock:
-            view = anti.guard_view(families)
+            view = anti.guard_view(families) if families else None
             out = []
             for step, pf in zip(steps, pfs):
+                if pf is None or view is None:  # recovered without the port's MAC and addresses
+                    n = step.args["ifname"]
+                    out.append([f"anti-spoofing for {n}: recovered without the port's MAC and addresses, "
+                                "cannot be verified; plug the port again"])
+                    continue
                 try:
                     out.append(_drift(view, pf))
                 except ValueError as exc:  # e.g. a recorded MAC that is not one

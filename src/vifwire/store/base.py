@@ -131,6 +131,37 @@ def open_private_file(path: str, what: str) -> tuple[int, bool]:
     return fd, created
 
 
+def private_file(path: str, what: str) -> os.stat_result:
+    """The ``lstat`` of ``path``, a regular file of ours (created 0600 if missing).
+
+    For the database itself: no descriptor of it is left open or closed here
+    while it may exist, because closing any descriptor of a file drops every
+    POSIX lock the process holds on it - SQLite's included - and another
+    process could then checkpoint and delete the WAL under an open connection
+    (sqlite.org/howtocorrupt.html, 2.2). Only a file this call creates is
+    opened (and closed at once: nothing can hold a lock on it yet).
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        fd, _ = open_private_file(path, what)
+        os.close(fd)
+        st = os.lstat(path)
+    except OSError as exc:
+        raise os_error(what, path, exc) from exc
+    _refuse_unless_private(what, path, st)
+    return st
+
+
+def tighten_path(path: str, st: os.stat_result, what: str) -> None:
+    """Make ``path`` (checked as ``st``: a regular file of ours) 0600."""
+    if stat.S_IMODE(st.st_mode) != 0o600:
+        try:
+            os.chmod(path, 0o600)
+        except OSError as exc:
+            raise os_error(what, path, exc) from exc
+
+
 def tighten(fd: int, path: str, what: str) -> None:
     """Make an open file of ours 0600 (an older vifwire made it with the umask's mode)."""
     try:

@@ -50,7 +50,7 @@ import threading
 import time
 from typing import Any, Iterable, Iterator
 
-from vifwire.store.base import Attachment, StoreError, make_private_dir, open_private_file, os_error, tighten
+from vifwire.store.base import Attachment, StoreError, make_private_dir, os_error, private_file, tighten_path
 
 DEFAULT_PATH = "/var/lib/vifwire/state.db"
 #: ``PRAGMA application_id`` of every database vifwire made: ASCII "vifw".
@@ -141,19 +141,16 @@ class SqliteStore:
         self.abspath = os.path.abspath(path)
         self._lock = threading.RLock()
         make_private_dir(os.path.dirname(self.abspath))
-        fd, _ = open_private_file(self.abspath, WHAT)
+        st = private_file(self.abspath, WHAT)  # checked by lstat: no descriptor of ours (see there)
+        with self._errors():
+            self._db = sqlite3.connect(self.abspath, timeout=timeout, isolation_level=None,
+                                       check_same_thread=False)
         try:
-            with self._errors():
-                self._db = sqlite3.connect(self.abspath, timeout=timeout, isolation_level=None,
-                                           check_same_thread=False)
-            try:
-                self._same_file(fd)
-                self._adopt(fd)
-            except BaseException:
-                self._db.close()
-                raise
-        finally:
-            os.close(fd)
+            self._same_file(st)
+            self._adopt(st)
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock, self._errors():
@@ -262,9 +259,9 @@ class SqliteStore:
 
     # -- opening: is this file vifwire's? -------------------------------------------------
 
-    def _same_file(self, fd: int) -> None:
-        """The file SQLite opened by name is the one checked through ``fd`` (not swapped meanwhile)."""
-        st, mine = os.lstat(self.abspath), os.fstat(fd)
+    def _same_file(self, checked: os.stat_result) -> None:
+        """The file SQLite opened by name is the one checked before (not swapped meanwhile)."""
+        st, mine = os.lstat(self.abspath), checked
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
             raise StoreError(f"{WHAT} {self.abspath} was replaced while vifwire opened it; "
                              "find out what changed it, then retry")
@@ -296,7 +293,7 @@ class SqliteStore:
                          "vifwire changes nothing in it: point --state at vifwire's own file, "
                          "or move this one aside if it is stale")
 
-    def _adopt(self, fd: int) -> None:
+    def _adopt(self, st: os.stat_result) -> None:
         """Refuse a foreign database untouched; stamp a new or earlier one; then WAL and 0600."""
         with self._errors():
             ready = self._classify()
@@ -308,7 +305,7 @@ class SqliteStore:
                     for stmt in _SCHEMA.split(";"):
                         if stmt.strip():
                             self._db.execute(stmt)
-        tighten(fd, self.abspath, WHAT)
+        tighten_path(self.abspath, st, WHAT)
         with self._errors():
             self._db.execute("PRAGMA journal_mode=WAL").fetchone()
             self._db.execute("PRAGMA synchronous=NORMAL")
