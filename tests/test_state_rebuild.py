@@ -125,3 +125,28 @@ def test_lost_database_then_unplug_by_port_id(tmp_path):
         assert vw("unplug", port(2)["id"], *host).returncode == 0
         state = host_state(ns)
         assert state["taps"] == [] and state["routes"] == 0 and sum(state["elements"].values()) == 0
+
+
+def test_unplug_by_port_id_from_marks_when_the_database_is_corrupt(tmp_path):
+    docs = [port(i) for i in range(1, 4)]
+    db = str(tmp_path / "state.db")
+    with netns.sandbox("rm") as ns:
+        host = ["--netns", ns, "--state", db]
+        r = subprocess.run([VIFWIRE, "plug", "-", *host], input=json.dumps(docs), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        taps = host_state(ns)["taps"]
+        assert len(taps) == 3
+        with open(db, "r+b") as f:  # corrupt it
+            f.write(b"\xa5" * 100)
+        gone = docs[0]["id"]
+        r = vw("unplug", gone, *host)
+        assert r.returncode == 0, r.stderr
+        after = host_state(ns)
+        assert len(after["taps"]) == 2 and set(after["taps"]) < set(taps)
+        assert after["routes"] == 4 and set(after["elements"]) == set(after["taps"])
+        assert len(proxy_entries(ns)) == 2
+        with open(db, "rb") as f:
+            assert f.read(100) == b"\xa5" * 100  # the broken file is left for `state rebuild`
+        r = vw("unplug", "--all", *host)
+        assert r.returncode == 0, r.stderr
+        assert host_state(ns)["taps"] == [] and proxy_entries(ns) == []

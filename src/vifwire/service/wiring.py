@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from vifwire.errors import UsageError
+from vifwire.store.base import StoreError
 from vifwire.service.locks import StateLock
 from vifwire.service.results import CheckResult, GarbageItem, GcResult, PortResult, UnplugResult
 
@@ -225,44 +226,71 @@ class WiringService:
 
         By id (from the record), by binding (the record if there is one, else
         the plan: devices are then found by name or the guest MAC), or every
-        port recorded for this namespace.
+        port recorded for this namespace. When the state database cannot be
+        read (corrupt), ports given by id (or all) are unplugged from the
+        host's ownership marks instead.
         """
-        from vifwire.planner.generic import plan
-
         ids, bindings = list(ids), list(bindings)
         if not ids and not bindings and not all_ports:
             raise UsageError("unplug: give port ids, bindings or all")
         t0 = time.perf_counter()
         with self._changing("unplug"):
-            store = self.store
-            targets: list[Attachment | Plan] = []
-            missing: list[str] = []
-            if all_ports:
-                targets += store.all(netns=self.netns)
-            for pid in ids:
-                a = store.get(pid)
-                if a is None:
-                    missing.append(pid)
-                else:
-                    targets.append(a)
-            problems: list[str] = []
-            unrecorded = [b for b in bindings if store.get(b.port_id) is None]
-            others = self._devices_of_others({b.port_id for b in unrecorded}) if unrecorded else {}
-            for b in bindings:
-                a = store.get(b.port_id)
-                if a is not None:
-                    targets.append(a)
-                    continue
-                p = plan(b, facts, render=False)
-                taken = [f"{d} is a device of port {others[d]} (recorded)" for d in p.devices() if d in others]
-                if taken:  # a guessed plan must not take another port's device or filters with it
-                    problems.append(f"port {b.port_id}: devname: {'; '.join(taken)}; not touched")
-                    continue
-                targets.append(p)
-            problems += self._wiring().unplug(targets) if targets else []
+            try:
+                return self._unplug_recorded(ids, bindings, all_ports, facts, t0)
+            except StoreError as exc:
+                from vifwire.service.rebuild import is_broken
+
+                if bindings or not is_broken(exc):
+                    raise
+                return self._unplug_by_marks(ids, all_ports, exc)
+
+    def _unplug_recorded(self, ids: list[str], bindings: list[Binding], all_ports: bool,
+                         facts: HostFacts | None, t0: float) -> UnplugResult:
+        from vifwire.planner.generic import plan
+
+        store = self.store
+        targets: list[Attachment | Plan] = []
+        missing: list[str] = []
+        if all_ports:
+            targets += store.all(netns=self.netns)
+        for pid in ids:
+            a = store.get(pid)
+            if a is None:
+                missing.append(pid)
+            else:
+                targets.append(a)
+        problems: list[str] = []
+        unrecorded = [b for b in bindings if store.get(b.port_id) is None]
+        others = self._devices_of_others({b.port_id for b in unrecorded}) if unrecorded else {}
+        for b in bindings:
+            a = store.get(b.port_id)
+            if a is not None:
+                targets.append(a)
+                continue
+            p = plan(b, facts, render=False)
+            taken = [f"{d} is a device of port {others[d]} (recorded)" for d in p.devices() if d in others]
+            if taken:  # a guessed plan must not take another port's device or filters with it
+                problems.append(f"port {b.port_id}: devname: {'; '.join(taken)}; not touched")
+                continue
+            targets.append(p)
+        problems += self._wiring().unplug(targets) if targets else []
         log.info("unplug: %d port(s) in %.1f ms, %d problem(s)", len(targets), (time.perf_counter() - t0) * 1e3,
                  len(problems))
         return UnplugResult([t.port_id for t in targets], missing, problems)
+
+    def _unplug_by_marks(self, ids: list[str], all_ports: bool, exc: StoreError) -> UnplugResult:
+        """The state database cannot be read: unplug what the host's ownership
+        marks say the ports own (docs/operations.md, "Recovery"); nothing is recorded."""
+        from vifwire.executors.engine import Wiring
+        from vifwire.service import rebuild
+        from vifwire.store.base import NullStore
+
+        ports, _ = rebuild.survey(self)
+        chosen = sorted(ports) if all_ports else [pid for pid in ids if pid in ports]
+        plans = [rebuild.plan_of(ports[pid]) for pid in chosen if ports[pid].steps]
+        log.warning("%s; unplugging %d port(s) from the host's marks", exc, len(plans))
+        problems = Wiring(self.host, NullStore()).unplug(plans)
+        return UnplugResult([p.port_id for p in plans], [pid for pid in ids if pid not in ports], problems)
 
     def _devices_of_others(self, ports: set[str]) -> dict[str, str]:
         """device -> port id, for the recorded ports of this namespace not in ``ports``."""

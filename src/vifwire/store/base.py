@@ -241,3 +241,31 @@ class Store(Protocol):
     def all(self, netns: Any = ...) -> list[Attachment]: ...
 
     def close(self) -> None: ...
+
+
+class NullStore:
+    """A store that records nothing: for unplugging from the host's marks alone
+    when the real store cannot be read (there is nothing to write back to)."""
+
+    path = ""
+
+    def put_many(self, rows: Iterable[dict[str, Any]], status: str) -> None:
+        pass
+
+    def set_status(self, port_ids: Iterable[str], status: str) -> None:
+        pass
+
+    def delete(self, port_ids: Iterable[str]) -> None:
+        pass
+
+    def get(self, port_id: str) -> Attachment | None:
+        return None
+
+    def all(self, netns: Any = ...) -> list[Attachment]:
+        return []
+
+    def check_writable(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
