@@ -21,6 +21,10 @@ TABLE_LIMIT = 50
 
 _LEVELS = ("debug", "info", "warning", "error")
 
+#: The CLI's one log handler (added once, however often options configure logging).
+_STDERR = logging.StreamHandler(sys.stderr)
+_STDERR.setFormatter(logging.Formatter("vifwire: %(levelname)s %(name)s: %(message)s"))
+
 
 def load_file(file: Any):
     """A binding file (or stdin) -> validated bindings; InvalidInput lists every problem."""
@@ -58,11 +62,8 @@ def configure_logging() -> None:
     else:
         level = {0: logging.WARNING, 1: logging.INFO}.get(int(meta.get("vifwire.verbose", 0)), logging.DEBUG)
     root = logging.getLogger("vifwire")
-    if not any(getattr(h, "_vifwire", False) for h in root.handlers):
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("vifwire: %(levelname)s %(name)s: %(message)s"))
-        h._vifwire = True  # type: ignore[attr-defined]
-        root.addHandler(h)
+    if _STDERR not in root.handlers:
+        root.addHandler(_STDERR)
         root.propagate = False
     root.setLevel(level)
 

@@ -255,22 +255,16 @@ def _shared_masters(ports: dict[str, _Port], by_index: dict[int, Link]) -> None:
 
 
 def _l3_steps(ch: Any, by_index: dict[int, Link], owner_of: dict[str, _Port], unmapped: list[Unmapped]) -> None:
-    from vifwire.executors.kernel.common import VIFWIRE_RTPROT
-    from vifwire.netlink.constants import RT_TABLE_MAIN
+    from vifwire.executors.kernel.l3 import vifwire_routes
     from vifwire.planner.plan import Step, StepKind
 
     routes: dict[str, list[str]] = {}
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        for r in ch.routes(fam, RT_TABLE_MAIN, VIFWIRE_RTPROT):
-            if not r.dst:
-                continue
-            dst = str(ipaddress.ip_address(r.dst))
-            link = by_index.get(r.oif) if r.oif else None
-            if link is None or link.name not in owner_of:
-                unmapped.append(Unmapped("route", f"{dst}/{r.dst_len}",
-                                         f"via {link.name if link else 'no device'}, no port's device"))
-                continue
-            routes.setdefault(link.name, []).append(dst)
+    for dst, dst_len, link in vifwire_routes(ch, by_index):
+        if link is None or link.name not in owner_of:
+            unmapped.append(Unmapped("route", f"{dst}/{dst_len}",
+                                     f"via {link.name if link else 'no device'}, no port's device"))
+            continue
+        routes.setdefault(link.name, []).append(dst)
     for dev, addrs in routes.items():
         owner_of[dev].steps.append(Step(StepKind.ROUTES, {"dev": dev, "addresses": addrs}))
         if owner_of[dev].vif_type == "unknown":

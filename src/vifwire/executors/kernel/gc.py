@@ -7,16 +7,14 @@ Listed in :data:`vifwire.executors.registry.GC_MODULES`; ``vifwire gc`` shows
 from __future__ import annotations
 
 import ipaddress
-import socket
 
 from vifwire.errors import HostError
 from vifwire.executors.base import HostContext
 from vifwire.executors.kernel.bulk import remove_links_bulk
-from vifwire.executors.kernel.common import VIFWIRE_RTPROT, channel, log
-from vifwire.executors.kernel.l3 import delete_route
+from vifwire.executors.kernel.common import channel, log
+from vifwire.executors.kernel.l3 import delete_route, vifwire_routes
 from vifwire.executors.kernel.owner import mark_of
 from vifwire.netlink.channel import NetlinkError
-from vifwire.netlink.constants import RT_TABLE_MAIN
 
 #: Name prefixes of the devices vifwire makes for a port (Nova/os-vif/nova-lxd names):
 #: an unowned, unmarked link named so is reported as suspect, never removed.
@@ -54,18 +52,13 @@ def garbage(ctx: HostContext, owned: dict[str, set]) -> list[dict[str, str]]:
                     "(suspect, not removed): %s", len(suspects), ", ".join(sorted(suspects)[:20])
                     + (", ..." if len(suspects) > 20 else ""))
     owned_routes = owned.get("routes")
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        for r in ch.routes(fam, RT_TABLE_MAIN, VIFWIRE_RTPROT):
-            if not r.dst:
-                continue
-            dst = str(ipaddress.ip_address(r.dst))
-            link = by_index.get(r.oif) if r.oif else None
-            dev = link.name if link is not None else None
-            if owned_routes is not None and (dev, dst) in owned_routes:
-                continue
-            if owned_routes is None and dev in owned_links:
-                continue
-            out.append({"kind": "route", "name": f"{dst}/{r.dst_len}", "dev": dev or ""})
+    for dst, dst_len, link in vifwire_routes(ch, by_index):
+        dev = link.name if link is not None else None
+        if owned_routes is not None and (dev, dst) in owned_routes:
+            continue
+        if owned_routes is None and dev in owned_links:
+            continue
+        out.append({"kind": "route", "name": f"{dst}/{dst_len}", "dev": dev or ""})
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from vifwire.errors import HostError
@@ -103,6 +103,15 @@ def _undo_all(items: list[Any], delete: Callable[[Any], Any]) -> Undo:
         for item in reversed(items):
             delete(item)
     return undo
+
+
+def vifwire_routes(ch: Channel, by_index: dict[int, Any]) -> Iterator[tuple[str, int, Any]]:
+    """``(address, prefix length, link or None)`` of every protocol-158 route in
+    the main table, both families: what gc and state rebuild look at."""
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for r in ch.routes(fam, RT_TABLE_MAIN, VIFWIRE_RTPROT):
+            if r.dst:
+                yield str(ipaddress.ip_address(r.dst)), r.dst_len, (by_index.get(r.oif) if r.oif else None)
 
 
 def _route_lookup(ch: Channel, addr: IPAddress) -> Route | None:
