@@ -1,6 +1,6 @@
 """``vifwire state``: the attachment database itself (``state rebuild``).
 
-Parses options, calls :func:`vifwire.service.rebuild.rebuild` and prints its
+Parses options, calls :meth:`vifwire.service.WiringService.rebuild` and prints its
 result; the recovery logic lives in the service.
 """
 
@@ -35,10 +35,8 @@ def rebuild(as_json: bool, **kw: Any) -> None:
     `check` reports it as drift until the port is plugged again. What cannot
     be mapped to a port id is listed.
     """
-    from vifwire.service.rebuild import rebuild as run
-
     with service(kw) as svc:
-        res = run(svc)
+        res = svc.rebuild()
     if as_json:
         click.echo(json.dumps(res.to_json(), indent=2))
         return

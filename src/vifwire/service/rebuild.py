@@ -36,7 +36,7 @@ from vifwire.store.base import StoreError
 if TYPE_CHECKING:
     from vifwire.netlink.channel import Link
     from vifwire.planner.plan import Plan, Step
-    from vifwire.service.wiring import WiringService
+    from vifwire.executors.base import HostContext
     from vifwire.store.sqlite import SqliteStore
 
 log = logging.getLogger("vifwire.service.rebuild")
@@ -154,12 +154,11 @@ class _Port:
         self.vif_type = "unknown"
 
 
-def survey(svc: WiringService) -> tuple[dict[str, _Port], list[Unmapped]]:
-    """Read the marks of the service's namespace (links, routes, proxy NDP, filters, OVS)."""
+def survey(ctx: HostContext) -> tuple[dict[str, _Port], list[Unmapped]]:
+    """Read the marks of the handle's namespace (links, routes, proxy NDP, filters, OVS)."""
     from vifwire.executors.kernel.common import channel
     from vifwire.executors.kernel.owner import MARK_PREFIX, VIFWIRE_ALIAS, mark_of
 
-    ctx = svc.host
     ch = channel(ctx)
     links = ch.links()
     by_index = {l.index: l for l in links}
@@ -187,7 +186,7 @@ def survey(svc: WiringService) -> tuple[dict[str, _Port], list[Unmapped]]:
     _shared_masters(ports, by_index)
     _l3_steps(ch, by_index, owner_of, unmapped)
     _filter_steps(ctx, owner_of, unmapped)
-    _ovs_steps(svc, ports, unmapped)
+    _ovs_steps(ctx, ports, unmapped)
     return ports, unmapped
 
 
@@ -299,14 +298,13 @@ def _filter_steps(ctx: Any, owner_of: dict[str, _Port], unmapped: list[Unmapped]
         p.steps.append(Step(StepKind.ANTISPOOF, {"ifname": name}))
 
 
-def _ovs_steps(svc: WiringService, ports: dict[str, _Port], unmapped: list[Unmapped]) -> None:
+def _ovs_steps(ctx: HostContext, ports: dict[str, _Port], unmapped: list[Unmapped]) -> None:
     from vifwire.executors.ovs import client
     from vifwire.executors.ovsdb import OvsdbError
     from vifwire.planner.generic import OVS_OWNER_KEY
     from vifwire.planner.plan import Step, StepKind
 
-    ctx = svc.host
-    where = svc.ovsdb or ""
+    where = ctx.ovsdb or ""
     if not where:
         unmapped.append(Unmapped("ovs", "*", "no --ovsdb given: OVS ports not looked for"))
         return
@@ -350,26 +348,25 @@ def row_of(plan: Plan, netns: str | None) -> dict[str, Any]:
             "plan": plan.to_json(), "devices": plan.devices()}
 
 
-def rebuild(svc: WiringService) -> RebuildResult:
-    """Recreate the records of the service's namespace from the host's marks.
+def rebuild(ctx: HostContext, state_path: str) -> RebuildResult:
+    """Recreate the records of ``ctx``'s namespace from the host's marks.
 
     Holds the namespace lock and the state lock (in that order, as every
-    change does). The service's own store must not be open: the file under
-    it may be moved aside. Raises :class:`StoreError` for a store that is
+    change does). No store of the caller's may be open on ``state_path``:
+    the file under it may be moved aside. Raises :class:`StoreError` for a store that is
     unusable for another reason than being broken (locked, a symlink, not
     ours, unwritable): those are never moved.
     """
-    ctx = svc.host
-    lock = StateLock(svc.state_path)
+    lock = StateLock(state_path)
     try:
         with ctx.lock, lock.hold(exclusive=True):
-            store, moved = open_or_replace(svc.state_path)
+            store, moved = open_or_replace(state_path)
             try:
-                ports, unmapped = survey(svc)
+                ports, unmapped = survey(ctx)
                 have = {a.port_id for a in store.all()}
                 plans = [plan_of(p) for pid, p in sorted(ports.items()) if pid not in have and p.steps]
                 if plans:
-                    store.put_many((row_of(p, svc.netns) for p in plans), status=STATUS)
+                    store.put_many((row_of(p, ctx.netns) for p in plans), status=STATUS)
             finally:
                 store.close()
     finally:
@@ -377,7 +374,7 @@ def rebuild(svc: WiringService) -> RebuildResult:
     kept = sorted(pid for pid in ports if pid in have)
     log.info("state rebuild: %d port(s) recovered, %d kept, %d item(s) not mapped", len(plans), len(kept),
              len(unmapped))
-    return RebuildResult(os.path.abspath(svc.state_path), moved, plans, kept, unmapped)
+    return RebuildResult(os.path.abspath(state_path), moved, plans, kept, unmapped)
 
 
 __all__ = ["rebuild", "RebuildResult", "Unmapped"]

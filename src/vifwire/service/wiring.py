@@ -285,12 +285,23 @@ class WiringService:
         from vifwire.service import rebuild
         from vifwire.store.base import NullStore
 
-        ports, _ = rebuild.survey(self)
+        ports, _ = rebuild.survey(self.host)
         chosen = sorted(ports) if all_ports else [pid for pid in ids if pid in ports]
         plans = [rebuild.plan_of(ports[pid]) for pid in chosen if ports[pid].steps]
         log.warning("%s; unplugging %d port(s) from the host's marks", exc, len(plans))
         problems = Wiring(self.host, NullStore()).unplug(plans)
         return UnplugResult([p.port_id for p in plans], [pid for pid in ids if pid not in ports], problems)
+
+    def rebuild(self):
+        """Recreate the records of this namespace from the host's ownership marks
+        (:mod:`vifwire.service.rebuild`); a broken database is moved aside first."""
+        from vifwire.service import rebuild
+
+        with self._open_guard:  # the file under our store may be moved aside
+            if self._store is not None and self._own_store:
+                self._store.close()
+                self._store = None
+        return rebuild.rebuild(self.host, self.state_path)
 
     def _devices_of_others(self, ports: set[str]) -> dict[str, str]:
         """device -> port id, for the recorded ports of this namespace not in ``ports``."""
