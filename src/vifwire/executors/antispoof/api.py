@@ -174,7 +174,7 @@ class AntiSpoof:
             return
         # some are installed already (a re-plug): split by the registry, one read
         try:
-            have = {elem_val(e) for e in self._list_set(REGISTRY_FAMILY, "ports")}
+            have = {elem_val(e) for e in self.list_set(REGISTRY_FAMILY, "ports")}
         except NftError:
             self._install_each(pfs, idx, parts, out)
             return
@@ -238,7 +238,7 @@ class AntiSpoof:
             if not (is_enoent(exc) or is_eexist(exc)):
                 raise
         # 3. reconcile the ports whose fingerprint differs with what is installed
-        have_fps = {elem_key(e) for e in self._list_set(REGISTRY_FAMILY, "ports_fp")}
+        have_fps = {elem_key(e) for e in self.list_set(REGISTRY_FAMILY, "ports_fp")}
         changed = {n for n, p in parts.items()
                    if elem_key(json.loads(p.fp)) not in have_fps}
         have_all = self._entries_many(changed)
@@ -298,7 +298,7 @@ class AntiSpoof:
             self.nft.run_text(transaction_text(cmds))
 
     # -- queries -----------------------------------------------------------
-    def _list_table(self, fam: str) -> dict[str, dict]:
+    def list_table(self, fam: str) -> dict[str, dict]:
         """set name -> nft's JSON set object, for vifwire's table of ``fam``."""
         try:
             out = self.nft.run({"nftables": [{"list": {"table": {"family": fam, "name": TABLE}}}]})
@@ -312,7 +312,7 @@ class AntiSpoof:
             if "set" in item and item["set"].get("table") == TABLE
         }
 
-    def _list_set(self, fam: str, sname: str) -> list:
+    def list_set(self, fam: str, sname: str) -> list:
         try:
             out = self.nft.run({"nftables": [{"list": {"set": table_obj(fam, name=sname)}}]})
         except NftError as exc:
@@ -334,7 +334,7 @@ class AntiSpoof:
         """
         res: dict[str, dict[str, dict[str, list]]] = {}
         for fam in FAMILIES:
-            for sname, s in self._list_table(fam).items():
+            for sname, s in self.list_table(fam).items():
                 for e in s.get("elem", []):
                     val = elem_val(e)
                     owner = elem_ifname(val)
@@ -351,9 +351,9 @@ class AntiSpoof:
 
     def ports(self) -> set[str]:
         """Every installed port (registry plus any guarded iifname), for gc."""
-        out = {elem_val(e) for e in self._list_set(REGISTRY_FAMILY, "ports")}
+        out = {elem_val(e) for e in self.list_set(REGISTRY_FAMILY, "ports")}
         for fam in FAMILIES:
-            out.update(elem_val(e) for e in self._list_set(fam, "vif_ifaces"))
+            out.update(elem_val(e) for e in self.list_set(fam, "vif_ifaces"))
         return out
 
     def guard_view(self, families: Iterable[str] = FAMILIES) -> GuardView:
@@ -405,7 +405,7 @@ class AntiSpoof:
         res: dict[str, int] = {}
         for fam in FAMILIES:
             for reason in REASONS[fam]:
-                for e in self._list_set(fam, f"drop_{reason}"):
+                for e in self.list_set(fam, f"drop_{reason}"):
                     if isinstance(e, dict) and "elem" in e and e["elem"]["val"] == ifname:
                         c = e["elem"].get("counter", {})
                         res[reason] = res.get(reason, 0) + int(c.get("packets", 0))
@@ -439,13 +439,13 @@ class GuardView:
 
     def __init__(self, anti: AntiSpoof, families: tuple[str, ...]):
         self._anti = anti
-        self.registered: set[str] = {elem_val(e) for e in anti._list_set(REGISTRY_FAMILY, "ports")}
+        self.registered: set[str] = {elem_val(e) for e in anti.list_set(REGISTRY_FAMILY, "ports")}
         self._guarded: dict[str, set[str]] = {}
         self._macs: dict[str, dict[str, set[str]]] = {}
         for fam in families:
-            self._guarded[fam] = {elem_val(e) for e in anti._list_set(fam, "vif_ifaces")}
+            self._guarded[fam] = {elem_val(e) for e in anti.list_set(fam, "vif_ifaces")}
             macs: dict[str, set[str]] = {}
-            for e in anti._list_set(fam, "allow_mac"):
+            for e in anti.list_set(fam, "allow_mac"):
                 ifname, mac = elem_val(e)["concat"][:2]
                 macs.setdefault(ifname, set()).add(mac)
             self._macs[fam] = macs
@@ -463,7 +463,7 @@ class GuardView:
         if owners is None:
             owners = self._owners[fam] = {
                 elem_ifname(elem_val(e))
-                for sname, st in self._anti._list_table(fam).items() if sname not in REGISTRY_SETS
+                for sname, st in self._anti.list_table(fam).items() if sname not in REGISTRY_SETS
                 for e in st.get("elem", [])
             }
         return ifname in owners

@@ -221,7 +221,16 @@ class DirectFamily(RendererBase):
         if len(profileid) > PROFILEID_MAX:
             self.fail("binding:vif_details.profileid", "is longer than "
                       f"libvirt's {PROFILEID_MAX} characters")
-        if self.vnic_type == VNIC_DIRECT:
+        self._vf_backend(conf, slot, hostdev=self.vnic_type == VNIC_DIRECT)
+        conf.vporttype = "802.1Qbh"
+        conf.vportparams.append(("profileid", profileid))
+        self.bandwidth(conf)
+        return format_interface(conf)
+
+    def _vf_backend(self, conf, slot: str, hostdev: bool) -> None:
+        """A VF as a PCI hostdev interface, or as a macvtap passthrough of its
+        netdev (Nova's set_vif_host_backend_hostdev_pci_config / _direct_config)."""
+        if hostdev:
             conf.net_type = "hostdev"
             conf.pci = self._raw_pci(slot)
             conf.model = None
@@ -230,25 +239,13 @@ class DirectFamily(RendererBase):
             conf.source_mode = "passthrough"
             conf.source_dev = self._vf_netdev(slot)
             conf.driver_name = "vhost"
-        conf.vporttype = "802.1Qbh"
-        conf.vportparams.append(("profileid", profileid))
-        self.bandwidth(conf)
-        return format_interface(conf)
 
     def legacy_hw_veb(self) -> Element:
         conf = self.legacy_base()
         slot = self._legacy_pci_slot()
         vlan = self._legacy_detail("vlan")
         self._vlan(conf, vlan)
-        if self.vnic_type in (VNIC_DIRECT, VNIC_ACCELERATOR_DIRECT):
-            conf.net_type = "hostdev"
-            conf.pci = self._raw_pci(slot)
-            conf.model = None
-        else:
-            conf.net_type = "direct"
-            conf.source_mode = "passthrough"
-            conf.source_dev = self._vf_netdev(slot)
-            conf.driver_name = "vhost"
+        self._vf_backend(conf, slot, hostdev=self.vnic_type in (VNIC_DIRECT, VNIC_ACCELERATOR_DIRECT))
         self.bandwidth(conf)
         return format_interface(conf)
 
