@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from vifwire.cli import options as opt
+from vifwire.clikit import options as opt
 from vifwire.cli.common import load_file, verbose_options
 
 

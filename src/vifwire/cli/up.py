@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from vifwire.cli import options as opt
+from vifwire.clikit import options as opt
 from vifwire.cli.common import host_options, load_file, progress, table, verbose_options
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from vifwire.cli import options as opt
+from vifwire.clikit import options as opt
 from vifwire.cli.common import (counts, fail_at, host_options, load_file, progress, service, table,
                                 verbose_options)
 

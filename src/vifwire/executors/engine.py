@@ -80,16 +80,26 @@ class Wiring:
 
     def plug(self, items: list[tuple[Binding, Plan]]) -> list[PlugResult]:
         """Plug every port; each port is its own transaction."""
+        return self.plug_rows([(self.row(b, p), p) for b, p in items])
+
+    def reapply(self, attachments: Iterable[Attachment]) -> list[PlugResult]:
+        """Apply recorded ports' own plans again: what is missing or wrong is
+        put back, what is right is left alone (same ifindex). The agent's
+        self-repair; a failure rolls back only what this call changed."""
+        return self.plug_rows([(attachment_row(a), Plan.from_json(a.plan)) for a in attachments])
+
+    def plug_rows(self, items: list[tuple[dict[str, Any], Plan]]) -> list[PlugResult]:
+        """:meth:`plug` from store rows (binding as JSON) and their plans."""
         t0 = time.perf_counter()
-        before = {b.port_id: self.store.get(b.port_id) for b, _ in items}
+        before = {p.port_id: self.store.get(p.port_id) for _, p in items}
         # Replug with a different plan: take the old wiring down first.
-        stale = [a for (b, p), a in zip(items, before.values())
+        stale = [a for (_, p), a in zip(items, before.values())
                  if a is not None and a.plan.get("steps") != [s.to_json() for s in p.steps]]
         if stale:
             self.unplug(stale)
             for a in stale:
                 before[a.port_id] = None
-        self.store.put_many((self.row(b, p) for b, p in items), status="plugging")
+        self.store.put_many((row for row, _ in items), status="plugging")
         t1 = time.perf_counter()
         runs = [_Run(p) for _, p in items]
         self._apply_steps(runs)

@@ -47,6 +47,11 @@ def anti_spoof(ctx: HostContext) -> AntiSpoof:
     return anti
 
 
+def drop_counters(ctx: HostContext) -> dict[str, dict[str, int]]:
+    """Anti-spoofing drops per guarded interface and reason (``{}`` if no filter is installed)."""
+    return anti_spoof(ctx).drops_all()
+
+
 def port_filter(step: Step) -> PortFilter:
     a = step.args
     return PortFilter(ifname=a["ifname"], mac=a["mac"], ipv4=list(a.get("ipv4") or []),

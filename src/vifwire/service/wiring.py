@@ -27,6 +27,7 @@ from vifwire.service.locks import StateLock
 from vifwire.service.results import CheckResult, GarbageItem, GcResult, PortResult, UnplugResult
 
 if TYPE_CHECKING:  # imported where used: `vifwire list` needs none of them and starts faster
+    from vifwire.errors import VifError
     from vifwire.model.binding import Binding
     from vifwire.planner.facts import HostFacts
     from vifwire.planner.plan import GuestConfig, Plan
@@ -147,71 +148,83 @@ class WiringService:
         return self.plug_plans(items, wait=wait, progress=progress, fail_at=fail_at)
 
     def plug_plans(self, items: Sequence[tuple[Binding, Plan]], *, wait: float | None = None,
-                   progress: Callable[[str], None] | None = None, fail_at: int | None = None) -> list[PortResult]:
-        """:meth:`plug` for ports already planned (each with its own facts, e.g. its own guest namespace)."""
+                   progress: Callable[[str], None] | None = None, fail_at: int | None = None,
+                   check_conflicts: bool = True) -> list[PortResult]:
+        """:meth:`plug` for ports already planned (each with its own facts, e.g. its own guest namespace).
+
+        ``check_conflicts=False``: the caller ran :meth:`conflicts` itself (the
+        agent, once for a whole group commit)."""
         items = list(items)
         t0 = time.perf_counter()
         with self._changing("plug"):
             self.store.check_writable()  # a locked or broken database fails here, before the host is touched
-            self._refuse_conflicts(items)
+            if check_conflicts:
+                errors = self.conflicts([items])[0]
+                if errors:
+                    from vifwire.errors import InvalidInput
+
+                    raise InvalidInput(errors)
             raw = self._wiring(fail_at, progress).plug(items)
             results = [PortResult(r.port_id, r.ok, r.plan, r.error, r.changed) for r in raw]
             if wait is not None:
-                self._wait_plugged(results, wait)
+                self.wait_plugged(results, wait)
         log.info("plug: %d of %d port(s) ok in %.1f ms", sum(r.ok for r in results), len(results),
                  (time.perf_counter() - t0) * 1e3)
         return results
 
-    def _refuse_conflicts(self, items: Sequence[tuple[Binding, Plan]]) -> None:
-        """Another recorded port of this namespace with the same MAC, device, or
-        address on the same network (or both routed): refused before anything
-        is touched, one line naming both ports (the loader applies the same
-        rules within one request, vifwire.model.duplicates).
+    def conflicts(self, groups: Sequence[Sequence[tuple[Binding, Plan]]]) -> list[list[VifError]]:
+        """For each group of ports (one request), what clashes with another
+        recorded port of this namespace: the same MAC, device, or address on
+        the same network (or both routed). Records are read once for all groups.
 
         Two ports with one address would each get a host route to it and the
         second would take the first's traffic; one MAC twice breaks the
         anti-spoofing filter's promise. Re-plugging the same port id is the
-        idempotent case, not a conflict.
+        idempotent case, not a conflict. The loader applies the same rules
+        within one request (vifwire.model.duplicates).
         """
-        from vifwire.errors import InvalidInput, VifError
+        from vifwire.errors import VifError
 
-        mine = {b.port_id for b, _ in items}
-        macs: dict[str, str] = {}
-        ips: dict[str, list[tuple[str, str | None, str]]] = {}  # ip -> (port, network, vif_type)
-        devices: dict[str, str] = {}
-        for a in self.store.all(netns=self.netns):
-            if a.port_id in mine:
-                continue
-            macs[a.mac.lower()] = a.port_id
-            net = a.binding.get("network_id")
-            for ip in list(a.binding.get("ipv4") or []) + list(a.binding.get("ipv6") or []):
-                ips.setdefault(ip, []).append((a.port_id, net, a.vif_type))
-            for dev in a.devices:
-                devices[dev] = a.port_id
-        if not (macs or ips or devices):
-            return
-        errors = []
-        for b, p in items:
-            if b.mac.lower() in macs:
-                errors.append(VifError(b.port_id, "mac_address",
-                                       f"{b.mac} is also the MAC of port {macs[b.mac.lower()]} (recorded)"))
-            for ip in (*b.ipv4, *b.ipv6):
-                for other, net, vif_type in ips.get(ip, ()):
-                    # one L2 network, or one routing table (routed taps): the same
-                    # address twice is a clash; tenants' networks may overlap
-                    if net is None or b.network_id is None or net == b.network_id or \
-                            (vif_type == "tap" and b.vif_type == "tap"):
-                        errors.append(VifError(b.port_id, "fixed_ips",
-                                               f"{ip} is also an address of port {other} (recorded)"))
-                        break
-            for dev in p.devices():
-                if dev in devices:
-                    errors.append(VifError(b.port_id, "devname", f"{dev} is a device of port {devices[dev]} "
-                                                                 "(recorded)"))
-        if errors:
-            raise InvalidInput(errors)
+        records = self.store.all(netns=self.netns)
+        out: list[list[VifError]] = []
+        for items in groups:
+            mine = {b.port_id for b, _ in items}
+            macs: dict[str, str] = {}
+            ips: dict[str, list[tuple[str, str | None, str]]] = {}  # ip -> (port, network, vif_type)
+            devices: dict[str, str] = {}
+            for a in records:
+                if a.port_id in mine:
+                    continue
+                macs[a.mac.lower()] = a.port_id
+                net = a.binding.get("network_id")
+                for ip in list(a.binding.get("ipv4") or []) + list(a.binding.get("ipv6") or []):
+                    ips.setdefault(ip, []).append((a.port_id, net, a.vif_type))
+                for dev in a.devices:
+                    devices[dev] = a.port_id
+            errors: list[VifError] = []
+            for b, p in items:
+                if b.mac.lower() in macs:
+                    errors.append(VifError(b.port_id, "mac_address",
+                                           f"{b.mac} is also the MAC of port {macs[b.mac.lower()]} (recorded)"))
+                for ip in (*b.ipv4, *b.ipv6):
+                    for other, net, vif_type in ips.get(ip, ()):
+                        # one L2 network, or one routing table (routed taps): the same
+                        # address twice is a clash; tenants' networks may overlap
+                        if net is None or b.network_id is None or net == b.network_id or \
+                                (vif_type == "tap" and b.vif_type == "tap"):
+                            errors.append(VifError(b.port_id, "fixed_ips",
+                                                   f"{ip} is also an address of port {other} (recorded)"))
+                            break
+                for dev in p.devices():
+                    if dev in devices:
+                        errors.append(VifError(b.port_id, "devname",
+                                               f"{dev} is a device of port {devices[dev]} (recorded)"))
+            out.append(errors)
+        return out
 
-    def _wait_plugged(self, results: list[PortResult], timeout: float) -> None:
+    def wait_plugged(self, results: list[PortResult], timeout: float) -> None:
+        """Wait until OVS reports every OVS port of ``results`` up with an ofport
+        (raises HostError naming the ones that are not)."""
         from vifwire.planner.plan import StepKind
 
         names = [s.args["name"] for r in results if r.ok for s in r.plan.steps if s.op == StepKind.OVS_PORT]
@@ -292,6 +305,18 @@ class WiringService:
         problems = Wiring(self.host, NullStore()).unplug(plans)
         return UnplugResult([p.port_id for p in plans], [pid for pid in ids if pid not in ports], problems)
 
+    def repair(self, ids: Iterable[str] | None = None) -> list[PortResult]:
+        """Apply recorded ports' own plans again (every port of this namespace,
+        or ``ids``): what drifted is put back, what is right is not touched.
+        A record left ``plugging`` by a crash is finished this way."""
+        wanted = set(ids) if ids is not None else None
+        t0 = time.perf_counter()
+        with self._changing("repair"):
+            atts = [a for a in self.store.all(netns=self.netns) if wanted is None or a.port_id in wanted]
+            raw = self._wiring().reapply(atts) if atts else []
+        log.info("repair: %d port(s) in %.1f ms", len(raw), (time.perf_counter() - t0) * 1e3)
+        return [PortResult(r.port_id, r.ok, r.plan, r.error, r.changed) for r in raw]
+
     def rebuild(self):
         """Recreate the records of this namespace from the host's ownership marks
         (:mod:`vifwire.service.rebuild`); a broken database is moved aside first."""
@@ -315,6 +340,13 @@ class WiringService:
             atts = [a for a in self.store.all(netns=self.netns) if wanted is None or a.port_id in wanted]
             drift = self._wiring().check(atts)
         return CheckResult(len(drift), {k: v for k, v in drift.items() if v})
+
+    def drop_counters(self) -> dict[str, dict[str, int]]:
+        """Packets the anti-spoofing filters dropped, ``{ifname: {reason: packets}}``
+        (read from the nftables counters now; no lock: counters only grow)."""
+        from vifwire.executors.firewall import drop_counters
+
+        return drop_counters(self.host)
 
     def list(self) -> list[Attachment]:
         """Every recorded attachment (all namespaces); needs no host access."""

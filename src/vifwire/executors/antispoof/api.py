@@ -415,6 +415,25 @@ class AntiSpoof:
             res.setdefault(r, 0)
         return res
 
+    def drops_all(self) -> dict[str, dict[str, int]]:
+        """Dropped packets of every guarded interface by reason: ``{ifname: {reason: packets}}``.
+
+        One listing of each ``drop_*`` set (what a metrics scrape reads);
+        a table that is not installed yet reads as no drops.
+        """
+        out: dict[str, dict[str, int]] = {}
+        for fam in FAMILIES:
+            for reason in REASONS[fam]:
+                try:
+                    elems = self.list_set(fam, f"drop_{reason}")
+                except NftError:
+                    continue
+                for e in elems:
+                    if isinstance(e, dict) and "elem" in e:
+                        per = out.setdefault(e["elem"]["val"], {})
+                        per[reason] = per.get(reason, 0) + int(e["elem"].get("counter", {}).get("packets", 0))
+        return out
+
     def rule_path_length(self) -> int:
         """Rules a packet from a guarded interface may walk (worst case), counted
         from the installed ruleset (:func:`.ruleset.rule_path_length`)."""

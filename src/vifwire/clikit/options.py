@@ -1,8 +1,8 @@
-"""Shared CLI options: guest options and host facts, parsed once, the same everywhere."""
+"""Options shared by the command-line front ends: host, host facts, guest, logging."""
 
 from __future__ import annotations
 
-import functools
+import logging
 import sys
 from typing import Any, Callable
 
@@ -116,3 +116,68 @@ def facts_from(kw: dict[str, Any], force_hypervisor: str | None = None, guest_ne
         guest_netns=guest_netns or kw.get("guest_netns"),
         multiqueue=bool(kw.get("queues") and kw["queues"] > 1),
     )
+
+
+# ---------------------------------------------------------------- host and logging
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+#: The one stderr log handler of a command (added once, however often options configure logging).
+STDERR_HANDLER = logging.StreamHandler(sys.stderr)
+STDERR_HANDLER.setFormatter(logging.Formatter("vifwire: %(levelname)s %(name)s: %(message)s"))
+
+
+def verbosity() -> int:
+    ctx = click.get_current_context(silent=True)
+    return int(ctx.meta.get("vifwire.verbose", 0)) if ctx else 0
+
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value:
+        ctx.meta["vifwire.verbose"] = max(int(ctx.meta.get("vifwire.verbose", 0)), value)
+        configure_logging()
+    return value
+
+
+def _set_level(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value:
+        ctx.meta["vifwire.log_level"] = value
+        configure_logging()
+    return value
+
+
+def configure_logging() -> None:
+    """stderr logging at WARNING, INFO with -v, DEBUG with -vv, or --log-level."""
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx else {}
+    level_name = meta.get("vifwire.log_level")
+    if level_name:
+        level = getattr(logging, level_name.upper())
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO}.get(int(meta.get("vifwire.verbose", 0)), logging.DEBUG)
+    root = logging.getLogger("vifwire")
+    if STDERR_HANDLER not in root.handlers:
+        root.addHandler(STDERR_HANDLER)
+        root.propagate = False
+    root.setLevel(level)
+
+
+verbose_options = compose(
+    click.option("-v", "--verbose", count=True, expose_value=False, callback=_set_verbose,
+                 help="More output: full tables; -v logs INFO, -vv DEBUG (what each step did, phase timings)."),
+    click.option("--log-level", type=click.Choice(_LEVELS, case_sensitive=False), default=None,
+                 expose_value=False, callback=_set_level, help="Log level on stderr [default: warning]."),
+)
+
+
+def host_options(f: Callable) -> Callable:
+    f = click.option("--netns", default=None, metavar="NAME",
+                     help="Network namespace to treat as the host (default: the current one).")(f)
+    f = click.option("--state", default=None, metavar="PATH", envvar="VIFWIRE_STATE",
+                     help="Attachment database [default: /var/lib/vifwire/state.db; env VIFWIRE_STATE].")(f)
+    f = click.option("--ovsdb", default="unix:/var/run/openvswitch/db.sock", envvar="VIFWIRE_OVSDB",
+                     show_default=True, metavar="unix:PATH|tcp:IP:PORT",
+                     help="Where ovsdb-server listens (env VIFWIRE_OVSDB).")(f)
+    f = click.option("--ovs-timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
+                     help="Seconds to wait for OVS to apply a change before failing and rolling back.")(f)
+    return f
