@@ -21,6 +21,7 @@ try:  # the private-OVS fixture, when that module is present
     from ovs_fixtures import *  # noqa: F401,F403
 except ImportError:  # pragma: no cover
     pass
+from agent_fixtures import agent_ns, agent_ovs  # noqa: E402,F401 - real agents (tests/agent_fixtures.py)
 
 
 def _root_ns_snapshot() -> dict[str, object]:

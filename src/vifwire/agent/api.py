@@ -182,7 +182,7 @@ class Api:
 
             pr = dataclasses.replace(pr, facts=dataclasses.replace(pr.facts, multiqueue=True))
         items = list(zip(bindings, plan_all(bindings, pr.facts, pr.guest)))
-        job = self.agent.writer.submit(Job(JobKind.PLUG, items=items, wait=pr.wait))
+        job = self.agent.writer.submit(Job(JobKind.PLUG, items=items, ovs_wait=pr.wait))
         try:
             results = job.wait()
         except InvalidInput as exc:

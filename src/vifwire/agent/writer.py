@@ -57,7 +57,7 @@ class Job:
     bindings: list[Binding] = field(default_factory=list)  # unplug without a record
     all_ports: bool = False
     facts: HostFacts | None = None
-    wait: float | None = None  # plug: also wait for OVS to report each OVS port up with an ofport
+    ovs_wait: float | None = None  # plug: also wait for OVS to report each OVS port up with an ofport
     call: Callable[[], Any] | None = None
     reason: str = ""  # repair: why (for the events)
     enqueued: float = field(default_factory=time.monotonic)
@@ -295,10 +295,10 @@ class Writer:
             if self.metrics:
                 self.metrics.plugged(j.result, now - j.enqueued)
         for j in ready:  # after every port of the round is in: the ofports come together
-            if j.wait is not None:
+            if j.ovs_wait is not None:
                 w0 = time.perf_counter()
                 try:
-                    self.svc.wait_plugged(j.result, j.wait)
+                    self.svc.wait_plugged(j.result, j.ovs_wait)
                 except Exception as exc:  # noqa: BLE001 - plugged, but not up in time: the caller hears it
                     j.error = exc
                 if self.metrics:
