@@ -129,6 +129,8 @@ class Agent:
             self.repairer.stop()
         self.writer.stop()
         for s in self._servers:
+            s.wait_idle(30.0)  # in-flight requests get their answers before the process exits
+        for s in self._servers:
             s.server_close()
         self.svc.close()
         log.info("stopped")

@@ -99,7 +99,6 @@ class AgentMetrics:
     # hooks (called by the writer and the repairer)
 
     def plugged(self, results: list[PortResult], seconds: float) -> None:
-        self.rounds.inc()
         for res in results:
             if res.ok:
                 self.plug_seconds.labels(res.strategy).observe(seconds)
@@ -107,8 +106,11 @@ class AgentMetrics:
                 self.failures.labels(failure_reason(res.error)).inc()
 
     def unplugged(self, n: int, seconds: float) -> None:
-        self.rounds.inc()
         self.unplug_seconds.observe(seconds)
+
+    def round(self) -> None:
+        """One writer round ran (however many jobs and ports it held)."""
+        self.rounds.inc()
 
     def drift(self, n: int) -> None:
         self.drift_found.inc(n)

@@ -72,8 +72,24 @@ class Repairer:
                 self.agent.events.emit(EventType.DRIFT, pid, "; ".join(lines))
             log.warning("%s: %d port(s) drifted", why, len(res.drift))
             if self.agent.config.repair == "auto":
-                self._submit(Job(JobKind.REPAIR, ids=sorted(res.drift), reason=f"{why}: drift put back"))
+                reason = f"{why}: drift put back"
+                self._confirm(self._submit(Job(JobKind.REPAIR, ids=sorted(res.drift), reason=reason)), reason)
         return res.drift
+
+    def _confirm(self, results: list, reason: str) -> None:
+        """Drifted ports whose repair reported no changed step (a step that
+        reconciles in place, e.g. a filter element put back on a registered
+        port, has nothing to undo) are checked again: clean now is repaired."""
+        quiet = [r.port_id for r in results if r.ok and not r.changed]
+        if not quiet:
+            return
+        after = self.agent.svc.check(quiet)
+        fixed = [pid for pid in quiet if pid not in after.drift]
+        for pid in fixed:
+            self.agent.events.emit(EventType.REPAIRED, pid, reason)
+        self.agent.metrics.repaired(len(fixed))
+        for pid, lines in after.drift.items():
+            self.agent.events.emit(EventType.FAILED, pid, "repair left drift: " + "; ".join(lines))
 
     def _submit(self, job: Job) -> list:
         return self.agent.writer.submit(job).wait()

@@ -67,6 +67,8 @@ def plug_request(doc: Any, facts: HostFacts, guest: GuestOptions) -> PlugRequest
                            _seconds(doc.get("wait"), "wait"), _text(doc.get("instance"), "instance"))
     if doc is None:
         raise problem("body", "is empty: give a binding, a list of bindings or {\"ports\": [...]}")
+    if isinstance(doc, dict) and isinstance(doc.get("port"), dict):
+        doc = doc["port"]  # Neutron's show-port answer {"port": {...}}, taken as the loader takes it
     return PlugRequest(doc if isinstance(doc, list) else [doc], facts, guest, None, None)
 
 

@@ -14,6 +14,7 @@ and plans; changes go to the writer (:mod:`.writer`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import logging
@@ -25,7 +26,7 @@ import stat
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from vifwire.agent.api import Request, Response, fail
@@ -107,7 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
         pid, uid, gid = self.creds
         req = Request(self.command, parts.path, parse_qs(parts.query), body, uid=uid, pid=pid,
                       may_change=uid is not None and self.server.permissions.may_change(pid, uid, gid))
-        self._answer(self.server.dispatch(req))
+        with self.server.busy():  # the agent's shutdown waits for this answer
+            self._answer(self.server.dispatch(req))
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
 
@@ -130,16 +132,40 @@ class _Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
     permissions: Permissions
     dispatch: Callable[[Request], Response]
     credentials: Callable[[socket.socket], tuple]
+    _busy = 0  # requests being answered
+    _idle: threading.Condition  # set in __init__
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        with self._idle:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Until no request is being answered (request threads are daemons: at
+        shutdown an in-flight request must get its answer before the process exits)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
 
 class UnixApiServer(socketserver.ThreadingUnixStreamServer, _Server):
     """The API on a Unix socket."""
+
+    #: listen() backlog: socketserver's default of 5 makes a burst of clients
+    #: fail with EAGAIN (AF_UNIX does not queue beyond the backlog)
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, path: str, dispatch: Callable[[Request], Response], permissions: Permissions,
                  group_gid: int | None = None):
         self.dispatch = dispatch
         self.permissions = permissions
         self.credentials = peer_credentials
+        self._idle = threading.Condition()
         claim_socket_path(path)
         old = os.umask(0o117)
         try:
@@ -172,6 +198,7 @@ class MetricsServer(socketserver.ThreadingTCPServer, _Server):
             return dispatch(req)
 
         self.dispatch = only_metrics
+        self._idle = threading.Condition()
         self.permissions = Permissions(None)
         self.credentials = lambda _sock: (None, None, None)
         super().__init__(addr, _Handler)

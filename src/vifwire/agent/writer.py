@@ -180,6 +180,8 @@ class Writer:
 
     def _round(self, jobs: list[Job]) -> None:
         self.rounds += 1
+        if self.metrics:
+            self.metrics.round()
         try:
             self._run_round(jobs)
         finally:

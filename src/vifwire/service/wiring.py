@@ -185,22 +185,22 @@ class WiringService:
         """
         from vifwire.errors import VifError
 
-        records = self.store.all(netns=self.netns)
         out: list[list[VifError]] = []
         for items in groups:
             mine = {b.port_id for b, _ in items}
             macs: dict[str, str] = {}
             ips: dict[str, list[tuple[str, str | None, str]]] = {}  # ip -> (port, network, vif_type)
             devices: dict[str, str] = {}
-            for a in records:
-                if a.port_id in mine:
-                    continue
-                macs[a.mac.lower()] = a.port_id
-                net = a.binding.get("network_id")
-                for ip in list(a.binding.get("ipv4") or []) + list(a.binding.get("ipv6") or []):
-                    ips.setdefault(ip, []).append((a.port_id, net, a.vif_type))
-                for dev in a.devices:
-                    devices[dev] = a.port_id
+            claims = self.store.claims(self.netns, {b.mac.lower() for b, _ in items},
+                                       {ip for b, _ in items for ip in (*b.ipv4, *b.ipv6)},
+                                       {d for _, p in items for d in p.devices()}, mine)
+            for c in claims:
+                if c.kind == "mac":
+                    macs[c.value.lower()] = c.port_id
+                elif c.kind == "ip":
+                    ips.setdefault(c.value, []).append((c.port_id, c.network_id, c.vif_type))
+                else:
+                    devices[c.value] = c.port_id
             errors: list[VifError] = []
             for b, p in items:
                 if b.mac.lower() in macs:

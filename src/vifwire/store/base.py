@@ -21,7 +21,7 @@ import errno
 import json
 import os
 import stat
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, NamedTuple, Protocol
 
 from vifwire.errors import VifwireError
 
@@ -240,7 +240,23 @@ class Store(Protocol):
 
     def all(self, netns: Any = ...) -> list[Attachment]: ...
 
+    def claims(self, netns: str | None, macs: Iterable[str], ips: Iterable[str], devices: Iterable[str],
+               exclude: Iterable[str]) -> list[Claim]:
+        """Which recorded ports of ``netns`` (other than ``exclude``) hold any of
+        these MACs (lower case), addresses or devices: what a plug must not take."""
+        ...
+
     def close(self) -> None: ...
+
+
+class Claim(NamedTuple):
+    """A MAC, address or device a recorded port holds (see :meth:`Store.claims`)."""
+
+    kind: str  # "mac", "ip" or "device"
+    value: str
+    port_id: str
+    network_id: str | None
+    vif_type: str
 
 
 class NullStore:
@@ -262,6 +278,10 @@ class NullStore:
         return None
 
     def all(self, netns: Any = ...) -> list[Attachment]:
+        return []
+
+    def claims(self, netns: str | None, macs: Iterable[str], ips: Iterable[str], devices: Iterable[str],
+               exclude: Iterable[str]) -> list[Claim]:
         return []
 
     def check_writable(self, timeout: float | None = None) -> None:
