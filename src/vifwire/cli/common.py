@@ -1,4 +1,4 @@
-"""What every command shares: input loading, host options, verbosity and logging, output helpers.
+"""What every command shares: input loading, host options, ``--agent``, verbosity and logging, output helpers.
 
 Heavy modules (rich, the executors) are imported inside functions so that
 ``vifwire --help``, ``render`` and ``list`` start fast.
@@ -11,6 +11,7 @@ import sys
 from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
 
 from vifwire.clikit import options as opt
 from vifwire.clikit.options import host_options, verbose_options, verbosity  # noqa: F401 - what the commands import
@@ -18,6 +19,41 @@ from vifwire.clikit.options import host_options, verbose_options, verbosity  # n
 #: Above this many rows a result table is summarised (counts by strategy and
 #: state, failures in full); ``--verbose`` shows every row, ``--json`` is the machine form.
 TABLE_LIMIT = 50
+
+#: Host options the agent owns (it was started with them); with --agent they
+#: would silently mean nothing, so giving one on the command line is refused.
+AGENT_OWNED = ("netns", "state", "ovsdb", "ovs_timeout")
+
+
+def agent_option(f: Callable) -> Callable:
+    return click.option("--agent", default=None, metavar="SOCKET", envvar="VIFWIRE_AGENT",
+                        help="Ask the per-host agent listening on SOCKET (env VIFWIRE_AGENT) instead of working "
+                             "in-process; fails if no agent answers.")(f)
+
+
+def explicit(ctx: click.Context, names: tuple[str, ...]) -> set[str]:
+    """The options among ``names`` the user gave (command line or environment), not defaults."""
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {n for n in names if ctx.get_parameter_source(n) in given}
+
+
+def agent_client(ctx: click.Context, socket_path: str, refuse: tuple[str, ...] = ()):
+    """The agent's client for a command run with ``--agent``.
+
+    Options the agent owns (``--netns``, ``--state``, ...) and ``refuse``d
+    ones are a usage error when typed on the command line; the same from
+    the environment (``VIFWIRE_STATE``, a default set for every command) is
+    ignored.
+    """
+    for name in AGENT_OWNED + tuple(refuse):
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            flag = next((p.opts[0] for p in ctx.command.params if p.name == name), f"--{name}")
+            raise click.UsageError(f"{flag} cannot be used with --agent: the agent at {socket_path} uses its own "
+                                   "(drop the option, or drop --agent)")
+    from vifwire.client import AgentClient
+
+    return AgentClient(socket_path, hint="start it with `vifwire agent` or drop --agent")
+
 
 def load_file(file: Any):
     """A binding file (or stdin) -> validated bindings; InvalidInput lists every problem."""
