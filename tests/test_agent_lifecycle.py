@@ -320,9 +320,6 @@ def test_drift_behind_the_agents_back_is_repaired_netlink(tmp_path):
             a.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="repair.py drops netlink notes about ports the writer changed within "
-                                       "OWN_ECHO (1 s) instead of deferring them: a tap deleted right after its "
-                                       "plug waits for the periodic resync (default 30 s)")
 def test_tap_deleted_right_after_its_plug_is_repaired(tmp_path):
     docs = [port(1)]
     [(p1, tap1)] = ids_and_taps(docs)
@@ -342,7 +339,7 @@ def _delete_element(ns: str, set_name: str, tap: str) -> dict:
     out = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "set", "inet", "vifwire", set_name],
                          capture_output=True, text=True, check=True).stdout
     [s] = [i["set"] for i in json.loads(out)["nftables"] if "set" in i]
-    [elem] = [e for e in s["elem"] if e["concat"][0] == tap]
+    elem = next(e for e in s["elem"] if e["concat"][0] == tap)  # allow_v6 also holds the link-local address
     cmd = {"nftables": [{"delete": {"element": {"family": "inet", "table": "vifwire", "name": set_name,
                                                 "elem": [elem]}}}]}
     subprocess.run(["ip", "netns", "exec", ns, "nft", "-j", "-f", "-"], input=json.dumps(cmd), text=True,
@@ -350,12 +347,7 @@ def _delete_element(ns: str, set_name: str, tap: str) -> dict:
     return elem
 
 
-@pytest.mark.parametrize("set_name", [
-    "allow_mac",
-    pytest.param("allow_v4", marks=pytest.mark.xfail(
-        strict=True, reason="check (executors/firewall.py _drift) verifies registration, family, MAC and "
-                            "guard, not the allowed addresses: a lost allow_v4 element is not seen as drift")),
-])
+@pytest.mark.parametrize("set_name", ["allow_mac", "allow_v4", "allow_v6"])
 def test_removed_filter_element_is_put_back_by_the_periodic_resync(tmp_path, set_name):
     docs = [port(1), port(2)]
     (p1, tap1), (p2, tap2) = ids_and_taps(docs)

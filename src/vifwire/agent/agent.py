@@ -51,7 +51,7 @@ class Agent:
 
         self.config = config
         self.svc = WiringService(netns=config.netns, state=config.state, ovsdb=config.ovsdb,
-                                 ovs_timeout=config.ovs_timeout)
+                                 ovs_timeout=config.ovs_timeout, index_claims=True)
         self.events = EventLog()
         self.metrics = AgentMetrics(HostReadings(self._ports_by_state, self._ovsdb_connected,
                                                  self.svc.drop_counters, self._port_of_device))

@@ -38,6 +38,8 @@ log = logging.getLogger("vifwire.agent.repair")
 SETTLE = 0.1
 #: Notifications about a port the writer changed this recently are its own echo.
 OWN_ECHO = 1.0
+#: Longest sleep between looks at the stop flag.
+POLL = 0.25
 
 
 class Repairer:
@@ -118,20 +120,25 @@ class Repairer:
         next_full = time.monotonic() + interval
         by_index: dict[int, str] = {}
         marked: dict[str, str] = {}  # port -> why
+        later: dict[str, float] = {}  # port -> when to look (notified while we were changing it)
         while not self._stop.is_set():
-            timeout = max(0.0, min(next_full - time.monotonic(), SETTLE if marked else 1.0))
+            now = time.monotonic()
+            for pid in [p for p, t in later.items() if t <= now]:
+                marked.setdefault(pid, "deferred")
+                del later[pid]
+            wake = min([next_full, *later.values()])
+            timeout = max(0.0, min(wake - now, SETTLE if marked else POLL))
             changes = self._watch.read(timeout) if self._watch is not None else []
             if self._watch is None:
                 self._stop.wait(timeout)
-            if changes or (self._watch is not None and self._watch.overflowed):
-                self._mark(changes, by_index, marked)
-                if changes:
-                    continue  # let the burst finish
+            if changes:
+                self._mark(changes, by_index, marked, later)
+                continue  # let the burst finish
             try:
                 if self._watch is not None and self._watch.overflowed:
                     self._watch.overflowed = False
-                    self.resync("netlink overflow resync")
                     marked.clear()
+                    self.resync("netlink overflow resync")
                 elif marked:
                     ports = None if "*" in marked else sorted(marked)
                     marked.clear()
@@ -143,8 +150,17 @@ class Repairer:
                 if not self._stop.is_set():
                     log.warning("drift check failed: %s", exc)
 
-    def _mark(self, changes: list, by_index: dict[int, str], marked: dict[str, str]) -> None:
-        owners = {d: a.port_id for a in self.agent.svc.store.all(netns=self.agent.svc.netns) for d in a.devices}
+    def _mark(self, changes: list, by_index: dict[int, str], marked: dict[str, str],
+              later: dict[str, float]) -> None:
+        """Mark the ports whose devices changed or went.
+
+        A change to a port a round is making or just made is most likely our
+        own echo: a changed link is ignored (the periodic resync still sees
+        real drift), a deleted device or route is looked at once the echo
+        window has passed - a tap deleted right after its plug is repaired,
+        but a plug does not cost a check.
+        """
+        svc = self.agent.svc
         recent = self.agent.writer.recently_changed(OWN_ECHO)
         for c in changes:
             name = c.name or by_index.get(c.ifindex)
@@ -152,12 +168,16 @@ class Repairer:
                 by_index[c.ifindex] = c.name
             elif c.kind == "link-gone":
                 by_index.pop(c.ifindex, None)
-            if name is None and c.kind == "route-gone":
-                if not recent:  # a route through a device not seen yet: look at everything
+            if name is None:
+                if c.kind == "route-gone" and not recent:  # through a device not seen yet: look at everything
                     marked.setdefault("*", c.kind)
                 continue
-            port = owners.get(name or "")
-            if port is None or port in recent or "*" in recent:
+            port = svc.owner_of_device(name)
+            if port is None:
+                continue
+            if port in recent or "*" in recent:
+                if c.kind != "link":
+                    later[port] = time.monotonic() + OWN_ECHO
                 continue
             if c.kind == "link-gone":
                 self.agent.events.emit(EventType.DEVICE_GONE, port, f"{name} was deleted")

@@ -103,6 +103,7 @@ class Writer:
         self.rounds = 0  # rounds run (tests and metrics look at batching)
         self._touched: dict[str, float] = {}  # port -> when a round that changed it ended
         self._touched_lock = threading.Lock()
+        self._busy: set[str] = set()  # ports of the round running now
 
     def start(self) -> None:
         self._thread.start()
@@ -170,26 +171,30 @@ class Writer:
         return taken
 
     def recently_changed(self, seconds: float) -> set[str]:
-        """Ports a round changed within the last ``seconds`` (``"*"``: a round
-        touched every port) - the repairer ignores their netlink echo."""
+        """Ports a round is changing now or changed within the last ``seconds``
+        (``"*"``: every port) - the repairer takes their netlink notifications
+        for the echo of our own changes."""
         cutoff = time.monotonic() - seconds
         with self._touched_lock:
             for pid in [p for p, t in self._touched.items() if t < cutoff]:
                 del self._touched[pid]
-            return set(self._touched)
+            return set(self._touched) | self._busy
 
     def _round(self, jobs: list[Job]) -> None:
         self.rounds += 1
         if self.metrics:
             self.metrics.round()
+        ports = set().union(*(j.ports() | ({"*"} if j.exclusive else set()) for j in jobs))
+        with self._touched_lock:
+            self._busy = ports
         try:
             self._run_round(jobs)
         finally:
             now = time.monotonic()
             with self._touched_lock:
-                for j in jobs:
-                    for pid in j.ports() | ({"*"} if j.exclusive else set()):
-                        self._touched[pid] = now
+                self._busy = set()
+                for pid in ports:
+                    self._touched[pid] = now
 
     def _run_round(self, jobs: list[Job]) -> None:
         if len(jobs) == 1 and jobs[0].kind in (JobKind.CALL, JobKind.REPAIR):

@@ -182,6 +182,8 @@ def _drift(view: GuardView, pf: PortFilter) -> list[str]:
             out.append(f"anti-spoofing for {n} ({fam}): MAC {pf.mac} not allowed")
         if not view.is_guarded(n, fam):
             out.append(f"anti-spoofing for {n} ({fam}): interface is not guarded")
+    out += [f"anti-spoofing for {n}: {what} elements are missing" for what in view.missing_addresses(pf)
+            if what.split("(")[1].rstrip(")") in fams]
     return out
 
 

@@ -65,7 +65,10 @@ class WiringService:
     """Plug, unplug, check, gc and list the ports of one host namespace."""
 
     def __init__(self, *, netns: str | None = None, state: str | None = None, ovsdb: str | None = None,
-                 ovs_timeout: float = 10.0, store: Store | None = None):
+                 ovs_timeout: float = 10.0, store: Store | None = None, index_claims: bool = False):
+        """``index_claims``: keep the records' MACs, addresses and devices in
+        memory for :meth:`conflicts` (a long-lived caller; a one-shot command
+        asks the store once instead)."""
         self.netns = netns
         self.state_path = state or (store.path if store is not None else DEFAULT_STATE)
         self.ovsdb = ovsdb
@@ -75,6 +78,8 @@ class WiringService:
         self._host = None
         self._state_lock = StateLock(self.state_path)
         self._open_guard = threading.Lock()
+        self._index_claims = index_claims
+        self._claims = None
 
     # ----------------------------------------------------------- resources
 
@@ -164,7 +169,10 @@ class WiringService:
                     from vifwire.errors import InvalidInput
 
                     raise InvalidInput(errors)
-            raw = self._wiring(fail_at, progress).plug(items)
+            try:
+                raw = self._wiring(fail_at, progress).plug(items)
+            finally:
+                self._wrote([b.port_id for b, _ in items])
             results = [PortResult(r.port_id, r.ok, r.plan, r.error, r.changed) for r in raw]
             if wait is not None:
                 self.wait_plugged(results, wait)
@@ -191,9 +199,10 @@ class WiringService:
             macs: dict[str, str] = {}
             ips: dict[str, list[tuple[str, str | None, str]]] = {}  # ip -> (port, network, vif_type)
             devices: dict[str, str] = {}
-            claims = self.store.claims(self.netns, {b.mac.lower() for b, _ in items},
-                                       {ip for b, _ in items for ip in (*b.ipv4, *b.ipv6)},
-                                       {d for _, p in items for d in p.devices()}, mine)
+            keys = ({b.mac.lower() for b, _ in items}, {ip for b, _ in items for ip in (*b.ipv4, *b.ipv6)},
+                    {d for _, p in items for d in p.devices()}, mine)
+            claims = self._claim_index().claims(*keys) if self._index_claims else \
+                self.store.claims(self.netns, *keys)
             for c in claims:
                 if c.kind == "mac":
                     macs[c.value.lower()] = c.port_id
@@ -221,6 +230,27 @@ class WiringService:
                                                f"{dev} is a device of port {devices[dev]} (recorded)"))
             out.append(errors)
         return out
+
+    def _claim_index(self):
+        from vifwire.service.claims import ClaimIndex
+
+        store = self.store  # takes the guard itself
+        with self._open_guard:
+            if self._claims is None:
+                self._claims = ClaimIndex(store, self.netns)
+            return self._claims
+
+    def owner_of_device(self, name: str) -> str | None:
+        """The recorded port of this namespace that owns device ``name``, if any."""
+        if self._index_claims:
+            return self._claim_index().owner_of_device(name)
+        claims = self.store.claims(self.netns, (), (), (name,), ())
+        return claims[0].port_id if claims else None
+
+    def _wrote(self, port_ids: Iterable[str] | None) -> None:
+        """Records of these ports (``None``: any) were written: the claim index re-reads them."""
+        if self._claims is not None:
+            self._claims.touch(port_ids)
 
     def wait_plugged(self, results: list[PortResult], timeout: float) -> None:
         """Wait until OVS reports every OVS port of ``results`` up with an ofport
@@ -256,6 +286,8 @@ class WiringService:
                 if bindings or not is_broken(exc):
                     raise
                 return self._unplug_by_marks(ids, all_ports, exc)
+            finally:
+                self._wrote(None if all_ports else [*ids, *(b.port_id for b in bindings)])
 
     def _unplug_recorded(self, ids: list[str], bindings: list[Binding], all_ports: bool,
                          facts: HostFacts | None, t0: float) -> UnplugResult:
@@ -313,7 +345,10 @@ class WiringService:
         t0 = time.perf_counter()
         with self._changing("repair"):
             atts = [a for a in self.store.all(netns=self.netns) if wanted is None or a.port_id in wanted]
-            raw = self._wiring().reapply(atts) if atts else []
+            try:
+                raw = self._wiring().reapply(atts) if atts else []
+            finally:
+                self._wrote(a.port_id for a in atts)
         log.info("repair: %d port(s) in %.1f ms", len(raw), (time.perf_counter() - t0) * 1e3)
         return [PortResult(r.port_id, r.ok, r.plan, r.error, r.changed) for r in raw]
 
@@ -326,6 +361,7 @@ class WiringService:
             if self._store is not None and self._own_store:
                 self._store.close()
                 self._store = None
+            self._claims = None
         return rebuild.rebuild(self.host, self.state_path)
 
     def _devices_of_others(self, ports: set[str]) -> dict[str, str]:
@@ -337,7 +373,11 @@ class WiringService:
         """Compare the host with the records (one read of each kind of host state per call)."""
         wanted = set(ids) if ids else None
         with self._changing("check", exclusive=False):
-            atts = [a for a in self.store.all(netns=self.netns) if wanted is None or a.port_id in wanted]
+            if wanted is not None and len(wanted) <= 64:  # a few ports: their records, not every record
+                found = (self.store.get(pid) for pid in sorted(wanted))
+                atts = [a for a in found if a is not None and a.netns == self.netns]
+            else:
+                atts = [a for a in self.store.all(netns=self.netns) if wanted is None or a.port_id in wanted]
             drift = self._wiring().check(atts)
         return CheckResult(len(drift), {k: v for k, v in drift.items() if v})
 

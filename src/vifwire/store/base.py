@@ -246,6 +246,10 @@ class Store(Protocol):
         these MACs (lower case), addresses or devices: what a plug must not take."""
         ...
 
+    def data_version(self) -> int:
+        """A number that changes when another connection (process) committed a change."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -283,6 +287,9 @@ class NullStore:
     def claims(self, netns: str | None, macs: Iterable[str], ips: Iterable[str], devices: Iterable[str],
                exclude: Iterable[str]) -> list[Claim]:
         return []
+
+    def data_version(self) -> int:
+        return 0
 
     def check_writable(self, timeout: float | None = None) -> None:
         pass

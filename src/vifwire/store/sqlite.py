@@ -249,6 +249,11 @@ class SqliteStore:
                     rows += self._db.execute(sql.format(",".join("?" * len(part))), [netns, *part]).fetchall()
         return [Claim(*r) for r in rows if r[2] not in mine]
 
+    def data_version(self) -> int:
+        """``PRAGMA data_version``: changes when another connection commits (not for our own commits)."""
+        with self._lock, self._errors():
+            return self._db.execute("PRAGMA data_version").fetchone()[0]
+
     def snapshot(self) -> list[tuple]:
         """Everything except timestamps, for tests that compare before/after."""
         with self._lock, self._errors():

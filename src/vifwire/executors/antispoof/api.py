@@ -23,6 +23,7 @@ from vifwire.executors.antispoof.elements import (
     elem_val,
     json_parts,
     parts_json,
+    want_elements,
     want_text,
 )
 from vifwire.executors.antispoof.model import (
@@ -469,6 +470,7 @@ class GuardView:
                 macs.setdefault(ifname, set()).add(mac)
             self._macs[fam] = macs
         self._owners: dict[str, set[str]] = {}  # family -> ifnames with any non-registry element
+        self._addrs: dict[tuple[str, str], set[str]] = {}  # (family, set) -> element keys
 
     def is_registered(self, ifname: str) -> bool:
         """The port's ``ports`` element is there (what :meth:`AntiSpoof.port_entries` calls registered)."""
@@ -494,6 +496,29 @@ class GuardView:
     def macs(self, ifname: str, fam: str) -> set[str]:
         """The source MACs ``fam``'s table allows from the port."""
         return self._macs[fam].get(ifname, set())
+
+    def missing_addresses(self, pf: PortFilter) -> list[str]:
+        """Address elements the port wants but its tables lack: ``["allow_v4 (inet)", ...]``.
+
+        A guest whose address element went missing is cut off while MAC,
+        registry and guard still look right, so check compares them all. The
+        address sets are listed once per view and family, on first use.
+        """
+        missing = []
+        for fam, sets in want_elements(pf).items():
+            for sname, elems in sets.items():
+                if sname not in ADDR_SETS[fam] or sname == "allow_mac":
+                    continue
+                have = self._addr_keys(fam, sname)
+                if any(elem_key(e) not in have for e in elems):
+                    missing.append(f"{sname} ({fam})")
+        return missing
+
+    def _addr_keys(self, fam: str, sname: str) -> set[str]:
+        key = (fam, sname)
+        if key not in self._addrs:
+            self._addrs[key] = {elem_key(e) for e in self._anti.list_set(fam, sname)}
+        return self._addrs[key]
 
 
 def _fmt_addr(x: Any) -> str:
