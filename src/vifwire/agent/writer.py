@@ -36,6 +36,8 @@ log = logging.getLogger("vifwire.agent.writer")
 
 #: Ports in one round at most (a bigger burst is split over rounds).
 MAX_ROUND_PORTS = 2000
+#: How long a busy writer waits for the callers of its last round to come back.
+LINGER = 0.010
 
 
 class JobKind(StrEnum):
@@ -127,13 +129,25 @@ class Writer:
     # ------------------------------------------------------------ the loop
 
     def _run(self) -> None:
+        last = queued = 0  # jobs in the previous round; jobs that queued while it ran
         while True:
             with self._cond:
                 while not self._pending and not self._stopping:
                     self._cond.wait()
                 if not self._pending:
                     return
+                if last > 1 and not self._stopping:
+                    # Busy: the callers answered by the last round are sending
+                    # their next requests now, beside those that queued while
+                    # it ran. Waiting a moment for them makes one round of what
+                    # would be two (each round has a fixed cost); an idle agent
+                    # never waits.
+                    want = last + queued
+                    deadline = time.monotonic() + LINGER
+                    while len(self._pending) < want and (left := deadline - time.monotonic()) > 0:
+                        self._cond.wait(left)
                 batch = self._take()
+            last = len(batch)
             try:
                 self._round(batch)
             except BaseException as exc:  # noqa: BLE001 - every job must be answered
@@ -142,6 +156,8 @@ class Writer:
                     if not job.done.is_set():
                         job.error = exc
                         job.done.set()
+            with self._cond:
+                queued = len(self._pending)
 
     def _take(self) -> list[Job]:
         """The jobs of the next round (called with the lock held)."""
