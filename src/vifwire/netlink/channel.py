@@ -522,10 +522,20 @@ class Channel:
         return Route.parse(out[0]) if out else None
 
     def routes(self, family: int, table: int, protocol: int) -> list[Route]:
-        """The unicast routes of one table and protocol (one strict dump)."""
+        """The unicast routes of one table and protocol (one strict dump).
+
+        A table that does not exist yet (a new namespace whose ``lo`` was never
+        up has no main table) is answered with ENOENT: no routes.
+        """
         body = RTMSG.pack(family, 0, 0, 0, table, protocol, 0, RTN_UNICAST, 0)
         out = []
-        for payload in self.dump(RTM_GETROUTE, body, strict=True):
+        try:
+            payloads = self.dump(RTM_GETROUTE, body, strict=True)
+        except NetlinkError as e:
+            if e.errno == errno.ENOENT:
+                return []
+            raise
+        for payload in payloads:
             r = Route.parse(payload)
             if r.table == table and r.protocol == protocol and r.type == RTN_UNICAST:
                 out.append(r)
