@@ -462,7 +462,7 @@ def test_unknown_path_404_wrong_method_405(agent_ns):
         assert status == 404 and body["error"].endswith("no such endpoint (GET /v1/openapi.json lists them)"), body
     conn_cases = (("DELETE", "/v1/health", "GET"), ("PUT", "/v1/ports", "GET, POST"),
                   ("POST", "/v1/check", "GET"), ("GET", "/v1/gc", "POST"), ("POST", "/metrics", "GET"),
-                  ("PATCH", "/v1/ports/x", "DELETE, GET"))
+                  ("PATCH", "/v1/ports/x", "DELETE, GET"), ("GET", "/v1/ports/delete", "POST"))
     for method, path, allow in conn_cases:
         status, body = a.call(method, path)
         assert status == 405 and body["error"] == f"{method} {path}: method not allowed (use {allow})", body

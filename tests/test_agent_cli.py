@@ -30,8 +30,8 @@ from vifwire.sandbox import netns
 pytestmark = pytest.mark.root
 
 #: What the --agent path must not import (the point of a thin client).
-HEAVY = ("vifwire.service", "vifwire.model", "vifwire.executors", "vifwire.planner", "vifwire.store",
-         "vifwire.netlink", "vifwire.agent", "pyroute2", "pydantic", "rich", "http.client", "email")
+HEAVY = ("vifwire.service", "vifwire.model.loader", "vifwire.model.binding", "vifwire.executors",
+         "vifwire.planner", "vifwire.store", "vifwire.netlink", "vifwire.agent", "pyroute2", "pydantic", "rich", "http.client", "email")
 
 _STAMP = re.compile(r'"(created_at|updated_at)": [0-9.e+-]+')
 

@@ -14,6 +14,7 @@ the store failed; 503 not ready yet or shutting down; 504 ``wait`` ran out.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -129,10 +130,10 @@ class Api:
 
     def _dispatch(self, req: Request) -> Response:
         allowed = []
-        for route in ROUTES:
-            m = route.pattern.match(req.path)
-            if not m:
-                continue
+        matches = [(r, m) for r in ROUTES if (m := r.pattern.match(req.path))]
+        if any(not m.groupdict() for _, m in matches):  # a fixed path beats a template (/v1/ports/delete)
+            matches = [(r, m) for r, m in matches if not m.groupdict()]
+        for route, m in matches:
             if route.method != req.method:
                 allowed.append(route.method)
                 continue
@@ -177,11 +178,10 @@ class Api:
         bindings = load_documents(pr.ports)
         if pr.instance:
             bindings = [b.replace(instance_id=pr.instance) for b in bindings]
-        if pr.guest.queues and pr.guest.queues > 1 and not pr.facts.multiqueue:
-            import dataclasses
-
-            pr = dataclasses.replace(pr, facts=dataclasses.replace(pr.facts, multiqueue=True))
-        items = list(zip(bindings, plan_all(bindings, pr.facts, pr.guest)))
+        facts = pr.facts
+        if pr.guest.queues and pr.guest.queues > 1 and not facts.multiqueue:  # as the CLI's --queues
+            facts = dataclasses.replace(facts, multiqueue=True)
+        items = list(zip(bindings, plan_all(bindings, facts, pr.guest)))
         job = self.agent.writer.submit(Job(JobKind.PLUG, items=items, ovs_wait=pr.wait))
         try:
             results = job.wait()

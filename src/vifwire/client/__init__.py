@@ -21,7 +21,8 @@ import json
 from typing import Any
 
 from vifwire.client.http import TransportError, exchange, quote
-from vifwire.errors import InvalidInput, VifError, VifwireError
+from vifwire.errors import VifwireError
+from vifwire.model.text import documents, parse_document
 
 DEFAULT_SOCKET = "/run/vifwire/agent.sock"
 #: Seconds a request may take beyond any ``wait`` it asks the agent for. A big
@@ -48,52 +49,11 @@ class AgentError(VifwireError):
 
 
 def parse_ports(text: str, origin: str = "<input>") -> list[Any]:
-    """Binding file text -> its port documents, refusing what is not JSON.
-
-    Mirrors the loader's document rules and messages (UTF-8, JSON, a port or
-    a list; ``{"ports": [...]}`` and ``{"port": {...}}`` unwrapped) so the CLI
-    says the same thing with and without ``--agent``; the ports themselves
-    are validated by the agent.
-    """
-    if not text.isascii():
-        _check_utf8(text, origin)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput([VifError(
-            origin, "document", f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
-    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
-        raise InvalidInput([VifError(origin, "document", f"cannot be read: {exc}")]) from None
-    return documents(doc, origin)
-
-
-def documents(doc: Any, origin: str = "<input>") -> list[Any]:
-    """A parsed binding document -> the list of ports it holds."""
-    if isinstance(doc, dict):
-        if "ports" in doc and isinstance(doc["ports"], list):
-            return doc["ports"]
-        if "port" in doc and isinstance(doc["port"], dict):
-            return [doc["port"]]
-        return [doc]
-    if isinstance(doc, list):
-        return doc
-    raise InvalidInput([VifError(origin, "document", "must be a JSON object or a list of objects")])
-
-
-def _check_utf8(text: str, origin: str) -> None:
-    """Text read with ``errors="surrogateescape"`` keeps undecodable bytes as
-    lone surrogates; json.loads would accept them and the agent would be
-    sent garbage, so they are refused here with where the first one is."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        bad = text[exc.start]
-        line = text.count("\n", 0, exc.start) + 1
-        column = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
-        what = (f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF
-                else f"lone surrogate U+{ord(bad):04X}")
-        raise InvalidInput([VifError(origin, "document", f"is not valid UTF-8: {what} at line {line} "
-                                                         f"column {column}")]) from None
+    """Binding file text -> its port documents, refusing what is not JSON with
+    the loader's own rules and messages (:mod:`vifwire.model.text`, which
+    imports nothing heavy), so the CLI says the same thing with and without
+    ``--agent``; the ports themselves are validated by the agent."""
+    return parse_document(text, origin)
 
 
 class AgentClient:

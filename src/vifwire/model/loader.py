@@ -28,7 +28,7 @@ from vifwire.model.binding import (
     AddressPair, Binding, BridgeSpec, EthernetSpec, MacvtapSpec, OvsSpec,
     PciSpec, QbgSpec, QbhSpec, TapSpec, VhostUserSpec,
 )
-from vifwire.model.text import bad_unicode, check_utf8
+from vifwire.model.text import bad_unicode, parse_document
 
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
@@ -37,29 +37,6 @@ DEFAULT_OVS_BRIDGE = "br-int"
 
 # --------------------------------------------------------------------------
 # reading documents
-
-
-def parse_document(text: str, origin: str = "<input>") -> list[Any]:
-    """Parse JSON text into a list of port documents."""
-    if isinstance(text, str) and not text.isascii():
-        check_utf8(text, origin)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput([VifError(
-            origin, "document", f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")])
-    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
-        raise InvalidInput([VifError(origin, "document", f"cannot be read: {exc}")])
-    if isinstance(doc, dict):
-        # {"ports": [...]} (Neutron list response) and {"port": {...}} are accepted too.
-        if "ports" in doc and isinstance(doc["ports"], list):
-            return doc["ports"]
-        if "port" in doc and isinstance(doc["port"], dict):
-            return [doc["port"]]
-        return [doc]
-    if isinstance(doc, list):
-        return doc
-    raise InvalidInput([VifError(origin, "document", "must be a JSON object or a list of objects")])
 
 
 def load_text(text: str, origin: str = "<input>") -> list[Binding]:

@@ -1,8 +1,11 @@
 """What the input text must be before it is parsed as bindings: UTF-8, with no
-lone surrogates hiding in strings (one line naming where, never a traceback)."""
+lone surrogates hiding in strings, JSON, a port or a list of ports (one line
+naming where, never a traceback). Imports nothing but :mod:`vifwire.errors`:
+the agent's thin client (:mod:`vifwire.client`) reads files with it too."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from vifwire.errors import InvalidInput, VifError
@@ -42,3 +45,31 @@ def bad_unicode(value: Any, path: str) -> str | None:
             if found:
                 return found
     return None
+
+
+def parse_document(text: str, origin: str = "<input>") -> list[Any]:
+    """JSON text -> the port documents it holds (see :func:`documents`)."""
+    if isinstance(text, str) and not text.isascii():
+        check_utf8(text, origin)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput([VifError(
+            origin, "document", f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise InvalidInput([VifError(origin, "document", f"cannot be read: {exc}")]) from None
+    return documents(doc, origin)
+
+
+def documents(doc: Any, origin: str = "<input>") -> list[Any]:
+    """A parsed document -> its ports: one port, a list, or Neutron's
+    ``{"ports": [...]}`` (list response) and ``{"port": {...}}`` (show response)."""
+    if isinstance(doc, dict):
+        if "ports" in doc and isinstance(doc["ports"], list):
+            return doc["ports"]
+        if "port" in doc and isinstance(doc["port"], dict):
+            return [doc["port"]]
+        return [doc]
+    if isinstance(doc, list):
+        return doc
+    raise InvalidInput([VifError(origin, "document", "must be a JSON object or a list of objects")])
