@@ -569,3 +569,35 @@ def test_metrics(tmp_path):
             assert a.stop() == 0
         finally:
             a.stop()
+
+
+# ---------------------------------------------------------------------------
+# OVS ports removed behind the agent's back (the OVSDB monitor's replica)
+
+
+@pytest.mark.parametrize("create_tap", [True, False], ids=["tap-by-vifwire", "tap-by-hypervisor"])
+def test_ovs_port_deleted_behind_the_agents_back_is_put_back(agent_ovs, create_tap):
+    """With the tap made by vifwire, and with only the OVS port made by
+    vifwire (the hypervisor makes the tap later)."""
+    from test_ovs_wiring import pid as ovs_pid, port as ovs_port
+
+    ns, ovs, a = agent_ovs
+    p = ovs_pid(1, "c")
+    doc = ovs_port(p, {"ovs_create_tap": create_tap})
+    # without the tap: libvirt older than 0.9.11 has no OVS virtualport, so
+    # vifwire adds the OVS port and the hypervisor makes the tap later
+    body_in = doc if create_tap else {"ports": [doc], "facts": {"libvirt_version": "0.9.10"}}
+    status, body = a.call("POST", "/v1/ports", body_in)
+    assert status == 200, body
+    [res] = body["ports"]
+    tap = next(d for d in res["devices"] if d.startswith("tap"))
+    assert tap in ovs.vsctl("list-ports", "br-int").split()
+    time.sleep(AFTER_OWN_ECHO)
+    since = last_event(a)
+    ovs.vsctl("del-port", "br-int", tap)
+    # found by a netlink note or the OVSDB watch (whichever comes first), well
+    # before the periodic resync (30 s)
+    wait_events(a, since, drift_and_repair(p), timeout=10.0)
+    assert tap in ovs.vsctl("list-ports", "br-int").split()
+    status, body = a.call("GET", f"/v1/ports/{p}/check")
+    assert status == 200 and body["drift"] == {}, body

@@ -40,6 +40,8 @@ SETTLE = 0.1
 OWN_ECHO = 1.0
 #: Longest sleep between looks at the stop flag.
 POLL = 0.25
+#: How often the OVSDB replica is looked at for ports removed behind our back.
+OVS_POLL = 1.0
 
 
 class Repairer:
@@ -121,6 +123,8 @@ class Repairer:
         by_index: dict[int, str] = {}
         marked: dict[str, str] = {}  # port -> why
         later: dict[str, float] = {}  # port -> when to look (notified while we were changing it)
+        ovs_seen: set[str] = set()  # OVS port names at the last look
+        next_ovs = time.monotonic() + OVS_POLL
         while not self._stop.is_set():
             now = time.monotonic()
             for pid in [p for p, t in later.items() if t <= now]:
@@ -143,12 +147,33 @@ class Repairer:
                     ports = None if "*" in marked else sorted(marked)
                     marked.clear()
                     self.resync("netlink notification", ports)
+                if time.monotonic() >= next_ovs:
+                    next_ovs = time.monotonic() + OVS_POLL
+                    self._ovs_gone(ovs_seen, marked)
                 if time.monotonic() >= next_full:
                     next_full = time.monotonic() + interval
                     self.resync("periodic resync")
             except Exception as exc:  # noqa: BLE001 - the watch outlives one failed check
                 if not self._stop.is_set():
                     log.warning("drift check failed: %s", exc)
+
+    def _ovs_gone(self, seen: set[str], marked: dict[str, str]) -> None:
+        """Ports whose OVS port left OVSDB since the last look (``ovs-vsctl
+        del-port`` behind our back): the replica the OVSDB monitor keeps is
+        read, no request is sent unless updates are pending."""
+        svc = self.agent.svc
+        now = svc.ovs_port_names()
+        if now is None:
+            seen.clear()
+            return
+        recent = self.agent.writer.recently_changed(OWN_ECHO)
+        for name in seen - now:
+            port = svc.owner_of_device(name)
+            if port is not None and port not in recent and "*" not in recent:
+                self.agent.events.emit(EventType.DEVICE_GONE, port, f"OVS port {name} was removed")
+                marked.setdefault(port, "ovs-gone")
+        seen.clear()
+        seen.update(now)
 
     def _mark(self, changes: list, by_index: dict[int, str], marked: dict[str, str],
               later: dict[str, float]) -> None:

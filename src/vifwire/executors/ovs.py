@@ -529,6 +529,20 @@ def wait_plugged(ctx: HostContext, names: list[str], timeout: float) -> dict[str
         raise HostError(None, "plug --wait", f"{exc.problem} ({left:.1f}s of the wait left)") from exc
 
 
+def port_names_now(ctx: HostContext, timeout: float = 1.0) -> set[str] | None:
+    """Every port name in OVSDB now, from the handle's open session (None when
+    no session is open or it cannot be read): the agent's watch for OVS
+    ports removed behind its back. Never connects: an agent without OVS ports
+    must not poll a socket that is not there."""
+    c = ctx.ovsdb_client
+    if c is None or c.closed:
+        return None
+    try:
+        return set(c.port_names(timeout=timeout))
+    except OvsdbError:
+        return None
+
+
 # ---------------------------------------------------------------------- gc
 
 

@@ -388,6 +388,12 @@ class WiringService:
 
         return drop_counters(self.host)
 
+    def ovs_port_names(self) -> set[str] | None:
+        """Port names in OVSDB now, if an OVSDB session is already open (else None)."""
+        from vifwire.executors.ovs import port_names_now
+
+        return port_names_now(self.host)
+
     def list(self) -> list[Attachment]:
         """Every recorded attachment (all namespaces); needs no host access."""
         return self.store.all()
