@@ -76,11 +76,14 @@ class Job:
         return {b.port_id for b, _ in self.items} | set(self.ids or ()) | {b.port_id for b in self.bindings}
 
     def keys(self) -> set[str]:
-        """What two jobs in one round must not share: port ids, MACs, devices."""
+        """What two jobs in one round must not share: port ids, MACs, devices,
+        addresses. A job sharing one waits for the next round, where it is
+        checked against the first one's record (same network or not)."""
         keys = {f"port:{p}" for p in self.ports()}
         for b, p in self.items:
             keys.add(f"mac:{b.mac.lower()}")
             keys.update(f"dev:{d}" for d in p.devices())
+            keys.update(f"ip:{ip}" for ip in (*b.ipv4, *b.ipv6))
         return keys
 
     def wait(self, timeout: float | None = None) -> Any:
