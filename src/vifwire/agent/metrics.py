@@ -129,8 +129,11 @@ class AgentMetrics:
 
 
 def failure_reason(error: str | None) -> str:
-    """A low-cardinality label from a failure line ``port P: STEP: problem``: the step."""
+    """A low-cardinality label from a failure line ``port P: STEP [device]: problem``:
+    the step kind (``ovs_port``, ``macvtap``...), never a device or port name."""
     if not error:
         return "unknown"
     parts = error.split(": ")
-    return parts[1] if len(parts) >= 3 and parts[0].startswith("port ") else "other"
+    if len(parts) >= 3 and parts[0].startswith("port ") and parts[1].strip():
+        return parts[1].split()[0]
+    return "other"
