@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from vifwire.agent.events import EventLog
+from vifwire.agent.events import EventLog, EventType
 from vifwire.agent.writer import Job, JobKind, Writer
 from vifwire.service.results import PortResult, UnplugResult
 
@@ -132,3 +132,27 @@ def test_every_job_is_answered_when_a_round_fails():
             assert isinstance(j.error, RuntimeError)
     finally:
         w.stop()
+
+
+def test_the_openapi_document_in_docs_is_the_served_one():
+    """docs/agent.md embeds the document GET /v1/openapi.json serves; regenerate
+    it with ``python -m vifwire.agent.openapi`` when the API changes."""
+    import json
+    import pathlib
+
+    from vifwire.agent.openapi import document
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "agent.md").read_text()
+    section = text[text.index("## OpenAPI document"):]
+    start = section.index("```json\n") + len("```json\n")
+    embedded = json.loads(section[start:section.index("```", start)])
+    assert embedded == document()
+
+
+def test_a_reader_from_before_a_restart_is_told_to_relist():
+    log = EventLog()
+    log.emit(EventType.PLUGGED, "a")
+    evs, last, lost = log.since(57)  # a sequence number the new process never gave out
+    assert (evs, last, lost) == ([], 1, True)
+    evs, last, lost = log.since(0)
+    assert len(evs) == 1 and not lost

@@ -72,7 +72,9 @@ class EventLog:
                     break
                 self._cond.wait(min(left, 0.5))
             evs = [e for e in self._events if e.seq > seq]
-            lost = bool(self._events) and self._events[0].seq > seq + 1
+            # events after ``seq`` fell out of the ring, or ``seq`` is from
+            # before a restart (numbers start again at 1): relist either way
+            lost = (bool(self._events) and self._events[0].seq > seq + 1) or seq > self._seq
             return evs, self._seq, lost
 
     def wake_all(self) -> None:

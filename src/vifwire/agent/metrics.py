@@ -105,6 +105,10 @@ class AgentMetrics:
             else:
                 self.failures.labels(failure_reason(res.error)).inc()
 
+    def failed(self, errors: list[str | None]) -> None:
+        for e in errors:
+            self.failures.labels(failure_reason(e)).inc()
+
     def unplugged(self, n: int, seconds: float) -> None:
         self.unplug_seconds.observe(seconds)
 

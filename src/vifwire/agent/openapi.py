@@ -144,7 +144,7 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _resp("Events after since (waits for the first)", _ref("Events")), **_errors(400)}}},
     "/v1/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": _resp("This document")}}},
     "/metrics": {"get": {"operationId": "metrics", "responses": {
-        "200": _resp("Prometheus text format", {"type": "string"}, "text/plain; version=0.0.4")}}},
+        "200": _resp("Prometheus text exposition format", {"type": "string"}, "text/plain")}}},
 }
 
 

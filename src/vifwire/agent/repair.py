@@ -56,7 +56,9 @@ class Repairer:
     def startup(self) -> None:
         svc, ev = self.agent.svc, self.agent.events
         records = svc.store.all(netns=svc.netns)
-        unfinished = [a.port_id for a in records if a.status != "plugged"]
+        # a plug a crash interrupted (not "recovered": rebuilt records are
+        # checked like the others and never removed here)
+        unfinished = [a.port_id for a in records if a.status == "plugging"]
         if unfinished:
             log.warning("%d record(s) left unfinished by a crash: finishing them", len(unfinished))
             results = self._submit(Job(JobKind.REPAIR, ids=unfinished, reason="finished after a crash"))

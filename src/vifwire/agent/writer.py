@@ -248,6 +248,7 @@ class Writer:
                 self.events.emit(EventType.REPAIRED, r.port_id, job.reason or f"{r.changed} step(s) re-applied")
         if self.metrics:
             self.metrics.repaired(sum(1 for r in results if r.ok and r.changed))
+            self.metrics.failed([r.error for r in results if not r.ok])
         return results
 
     def _unplug(self, jobs: list[Job]) -> None:
