@@ -505,13 +505,10 @@ class GuardView:
         address sets are listed once per view and family, on first use.
         """
         missing = []
-        for fam, sets in want_elements(pf).items():
-            for sname, elems in sets.items():
-                if sname not in ADDR_SETS[fam] or sname == "allow_mac":
-                    continue
-                have = self._addr_keys(fam, sname)
-                if any(elem_key(e) not in have for e in elems):
-                    missing.append(f"{sname} ({fam})")
+        for (fam, sname), keys in wanted_address_keys(pf).items():
+            have = self._addr_keys(fam, sname)
+            if not keys <= have:
+                missing.append(f"{sname} ({fam})")
         return missing
 
     def _addr_keys(self, fam: str, sname: str) -> set[str]:
@@ -519,6 +516,26 @@ class GuardView:
         if key not in self._addrs:
             self._addrs[key] = {elem_key(e) for e in self._anti.list_set(fam, sname)}
         return self._addrs[key]
+
+
+#: port filter -> its address elements' keys per (family, set); a long-lived
+#: agent checks the same ports at every resync (bounded: cleared when full)
+_WANTED: dict[tuple, dict[tuple[str, str], frozenset[str]]] = {}
+_WANTED_MAX = 1 << 16
+
+
+def wanted_address_keys(pf: PortFilter) -> dict[tuple[str, str], frozenset[str]]:
+    """The comparison keys (:func:`elem_key`) of the address elements ``pf`` wants, per (family, set)."""
+    ident = (pf.ifname, pf.mac, tuple(pf.ipv4), tuple(pf.ipv6), tuple(map(tuple, pf.allowed_pairs)), pf.bridged)
+    got = _WANTED.get(ident)
+    if got is None:
+        got = {(fam, sname): frozenset(elem_key(e) for e in elems)
+               for fam, sets in want_elements(pf).items() for sname, elems in sets.items()
+               if sname in ADDR_SETS[fam] and sname != "allow_mac"}
+        if len(_WANTED) >= _WANTED_MAX:
+            _WANTED.clear()
+        _WANTED[ident] = got
+    return got
 
 
 def _fmt_addr(x: Any) -> str:

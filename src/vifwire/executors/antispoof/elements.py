@@ -12,6 +12,7 @@ libnftables-json(5), "ELEMENTS"/"CONCAT"/"PREFIX"/"RANGE".
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -285,14 +286,25 @@ def canon(x: Any) -> Any:
     if isinstance(x, dict) and "concat" in x:
         return [canon(y) for y in x["concat"]]
     if isinstance(x, str):
-        s = x.lower()
-        if s.startswith("0x"):
-            return hex128(int(s, 16))
-        try:
-            return str(ipaddress.ip_network(s, strict=False))
-        except ValueError:
-            return x
+        return _canon_str(x)
     return x
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _canon_str(x: str) -> str:
+    """One string's canonical form, remembered: a check of every port compares
+    thousands of elements (ipaddress parses ~20 us each), the same ones at
+    every resync of a long-lived agent. A string with a character no address
+    has (an interface name) is not parsed at all."""
+    s = x.lower()
+    if s.startswith("0x"):
+        return hex128(int(s, 16))
+    if not _MAYBE_CANON.issuperset(s):
+        return x
+    try:
+        return str(ipaddress.ip_network(s, strict=False))
+    except ValueError:
+        return x
 
 
 def elem_key(e: Any) -> str:
