@@ -7,6 +7,7 @@ in test_agent_api.py and test_agent_lifecycle.py.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,8 +60,13 @@ class Recorder:
         return UnplugResult(list(ids), [], [])
 
 
+_MACS = itertools.count(1)
+
+
 def plug_job(pid: str, mac: str | None = None, ip: str | None = None) -> Job:
-    b = FakeBinding(pid, mac or f"fa:16:3e:00:00:{abs(hash(pid)) % 256:02x}", (ip,) if ip else ())
+    """A job for one port; a MAC of its own unless given (jobs sharing one are not batched)."""
+    n = next(_MACS)
+    b = FakeBinding(pid, mac or f"fa:16:3e:00:{n >> 8 & 255:02x}:{n & 255:02x}", (ip,) if ip else ())
     return Job(JobKind.PLUG, items=[(b, FakePlan(pid, [f"tap{pid}"]))])
 
 
