@@ -33,7 +33,7 @@ Paths (rows) per case:
   as a whole process (the agent is stopped meanwhile);
 * ``os-vif in-process`` (OVS cases): ``os_vif.plug`` of a ``VIFOpenVSwitch``
   (plain) / ``VIFBridge`` (hybrid) from os-vif 5.3.0 (PyPI, installed into
-  ``.venv-osvif`` with bench/ovs_bench.py's helper, copied here), run in the namespace
+  ``.venv-osvif``, bench/osvif.py), run in the namespace
   with oslo.privsep in-process and its native OVSDB connection warm, exactly
   as bench/ovs_bench.py does, each plug timed on its own;
 * ``floor``: the same kernel objects made in-process with no framework: on
@@ -101,6 +101,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
 import service_bench  # noqa: E402 - the routed floor's stand-in nft tables and elements (stdlib-only import)
+from osvif import OSVIF_PY, PROLOGUE, ROOT, ensure_osvif  # noqa: E402 - os-vif's venv and script start
 
 from vifwire.sandbox import netns  # noqa: E402
 from vifwire.sandbox.ovs_daemon import PrivateOVS  # noqa: E402
@@ -423,27 +424,6 @@ def p99(xs: list[float]) -> float | None:
 
 
 # --------------------------------------------------------------------------- os-vif (per-plug timing)
-# The venv helper is bench/ovs_bench.py's (copied: importing that module pulls in the engine, and this
-# bench must keep running while src/ is being edited).
-
-ROOT = os.path.dirname(BENCH)
-OSVIF_VENV = os.path.join(ROOT, ".venv-osvif")
-OSVIF_PY = os.path.join(OSVIF_VENV, "bin", "python")
-OSVIF_VERSION = "5.3.0"
-
-
-def ensure_osvif() -> None:
-    """Create ``.venv-osvif`` with os-vif 5.3.0 (once; the same venv bench/ovs_bench.py uses)."""
-    check = [OSVIF_PY, "-c", "import importlib.metadata as m; print(m.version('os-vif'))"]
-    if os.path.exists(OSVIF_PY):
-        r = subprocess.run(check, capture_output=True, text=True)
-        if r.returncode == 0 and r.stdout.strip() == OSVIF_VERSION:
-            return
-    print(f"installing os-vif {OSVIF_VERSION} into {OSVIF_VENV} ...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", OSVIF_VENV], check=True)
-    subprocess.run([os.path.join(OSVIF_VENV, "bin", "pip"), "install", "-q", f"os-vif=={OSVIF_VERSION}"],
-                   check=True)
-
 
 def ovs_names(pid: str) -> dict[str, str]:
     return {p: (p + pid)[:14] for p in ("tap", "qbr", "qvb", "qvo")}
@@ -453,38 +433,12 @@ def ext_ids(pid: str, m: str) -> dict[str, str]:
     return {"iface-id": pid, "iface-status": "active", "attached-mac": m, "vm-uuid": INSTANCE}
 
 
-OSVIF_SCRIPT = r'''
-import json, logging, sys, tempfile, time
-logging.disable(logging.CRITICAL)  # ovsdbapp logs "could not open device" for create_tap ports
-from oslo_config import cfg
-endpoint, kind, n, mtu, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
-conf.write(f"[os_vif_ovs]\novsdb_connection = {endpoint}\novsdb_interface = native\n"
-           "ovs_vsctl_timeout = 600\nisolate_vif = false\n")
-conf.close()
-cfg.CONF([], project="bench", default_config_files=[conf.name])
-import os_vif
-from os_vif import objects
-os_vif.initialize()
-from vif_plug_ovs import privsep
-privsep.vif_plug.set_client_mode(False)  # root already: run the privileged calls in-process
-
-net = objects.network.Network(id="4c1e6a0d-0000-4000-8000-0000000000ab", bridge="br-int", mtu=mtu)
-inst = objects.instance_info.InstanceInfo(uuid="0b7f1c8e-1111-4222-8333-444455556666", name="bench")
+OSVIF_SCRIPT = PROLOGUE + r'''
+start = int(sys.argv[5])
 
 def vif(s):
-    pid = f"{s:08x}-ab00-4000-8000-0000000000ab"
-    m = f"fa:16:3e:{(s >> 16) & 255:02x}:{(s >> 8) & 255:02x}:{s & 255:02x}"
-    if kind == "plain":
-        prof = objects.vif.VIFPortProfileOpenVSwitch(interface_id=pid, datapath_type="netdev",
-                                                     create_port=True, create_tap=True)
-        return objects.vif.VIFOpenVSwitch(id=pid, address=m, network=net, plugin="ovs",
-                                          vif_name=("tap" + pid)[:14], port_profile=prof,
-                                          has_traffic_filtering=True)
-    prof = objects.vif.VIFPortProfileOpenVSwitch(interface_id=pid, datapath_type="netdev")
-    return objects.vif.VIFBridge(id=pid, address=m, network=net, plugin="ovs", vif_name=("tap" + pid)[:14],
-                                 bridge_name=("qbr" + pid)[:14], port_profile=prof,
-                                 has_traffic_filtering=False)
+    return make_vif(f"{s:08x}-ab00-4000-8000-0000000000ab",
+                    f"fa:16:3e:{(s >> 16) & 255:02x}:{(s >> 8) & 255:02x}:{s & 255:02x}")
 
 for w in range(2):  # connect, load the schema, page in: not timed
     v = vif(start + w)

@@ -50,6 +50,8 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from osvif import OSVIF_PY, PROLOGUE, ensure_osvif  # noqa: E402 - os-vif's venv and script start
 from vifwire.executors import ovs as ovs_exec
 from vifwire.executors.base import HostContext
 from vifwire.executors.engine import Wiring
@@ -60,10 +62,6 @@ from vifwire.sandbox import netns
 from vifwire.sandbox.ovs_daemon import PrivateOVS
 from vifwire.store.sqlite import SqliteStore
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OSVIF_VENV = os.path.join(ROOT, ".venv-osvif")
-OSVIF_PY = os.path.join(OSVIF_VENV, "bin", "python")
-OSVIF_VERSION = "5.3.0"
 MTU = 1450
 INSTANCE = "0b7f1c8e-1111-4222-8333-444455556666"
 KINDS = ("plain", "hybrid")
@@ -92,51 +90,12 @@ def ext_ids(port_id: str, m: str) -> dict[str, str]:
 # os-vif
 
 
-def ensure_osvif() -> None:
-    """Create ``.venv-osvif`` with os-vif 5.3.0 (once)."""
-    check = [OSVIF_PY, "-c", "import importlib.metadata as m; print(m.version('os-vif'))"]
-    if os.path.exists(OSVIF_PY):
-        r = subprocess.run(check, capture_output=True, text=True)
-        if r.returncode == 0 and r.stdout.strip() == OSVIF_VERSION:
-            return
-    print(f"installing os-vif {OSVIF_VERSION} into {OSVIF_VENV} ...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", OSVIF_VENV], check=True)
-    subprocess.run([os.path.join(OSVIF_VENV, "bin", "pip"), "install", "-q", f"os-vif=={OSVIF_VERSION}"],
-                   check=True)
-
-
-OSVIF_SCRIPT = r'''
-import json, logging, sys, tempfile, time
-logging.disable(logging.CRITICAL)  # ovsdbapp logs "could not open device" for create_tap ports
-from oslo_config import cfg
-endpoint, kind, n, mtu, prefix = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
-conf.write(f"[os_vif_ovs]\novsdb_connection = {endpoint}\novsdb_interface = native\n"
-           "ovs_vsctl_timeout = 600\nisolate_vif = false\n")
-conf.close()
-cfg.CONF([], project="bench", default_config_files=[conf.name])
-import os_vif
-from os_vif import objects
-os_vif.initialize()
-from vif_plug_ovs import privsep
-privsep.vif_plug.set_client_mode(False)  # root already: run the privileged calls in-process
-
-net = objects.network.Network(id="4c1e6a0d-0000-4000-8000-000000000001", bridge="br-int", mtu=mtu)
-inst = objects.instance_info.InstanceInfo(uuid="0b7f1c8e-1111-4222-8333-444455556666", name="bench")
+OSVIF_SCRIPT = PROLOGUE + r'''
+prefix = sys.argv[5]
 
 def vif(i):
-    pid = f"{prefix}{i:07x}-0000-4000-8000-{i:012x}"
-    m = f"fa:16:3e:{ord(prefix):02x}:{(i >> 8) & 255:02x}:{i & 255:02x}"
-    if kind == "plain":
-        prof = objects.vif.VIFPortProfileOpenVSwitch(interface_id=pid, datapath_type="netdev",
-                                                     create_port=True, create_tap=True)
-        return objects.vif.VIFOpenVSwitch(id=pid, address=m, network=net, plugin="ovs",
-                                          vif_name=("tap" + pid)[:14], port_profile=prof,
-                                          has_traffic_filtering=True)
-    prof = objects.vif.VIFPortProfileOpenVSwitch(interface_id=pid, datapath_type="netdev")
-    return objects.vif.VIFBridge(id=pid, address=m, network=net, plugin="ovs", vif_name=("tap" + pid)[:14],
-                                 bridge_name=("qbr" + pid)[:14], port_profile=prof,
-                                 has_traffic_filtering=False)
+    return make_vif(f"{prefix}{i:07x}-0000-4000-8000-{i:012x}",
+                    f"fa:16:3e:{ord(prefix):02x}:{(i >> 8) & 255:02x}:{i & 255:02x}")
 
 warm = vif(0xfffffff)
 os_vif.plug(warm, inst)  # connect, load the schema: not timed
