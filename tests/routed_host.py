@@ -32,6 +32,16 @@ def port(i: int) -> dict:
             "binding:host_id": "t", "device_id": f"inst-{i}", "network": {"mtu": 1400}}
 
 
+def macvtap_port(i: int) -> dict:
+    """Valid, but fails on a host without its macvtap source device."""
+    doc = port(i)
+    doc["binding:vif_type"] = "macvtap"
+    doc["binding:vnic_type"] = "macvtap"
+    doc["binding:vif_details"] = {"macvtap_source": "eth9.5", "macvtap_mode": "bridge",
+                                  "physical_interface": "eth9", "vlan": "5"}
+    return doc
+
+
 def chunks() -> list[list[dict]]:
     return [[port(w * PER_WORKER + k + 1) for k in range(PER_WORKER)] for w in range(WORKERS)]
 

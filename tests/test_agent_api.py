@@ -44,7 +44,7 @@ import pytest
 from agent_fixtures import AgentProc, call
 from prometheus_client.parser import text_string_to_metric_families
 from pyroute2 import IPRoute
-from routed_host import VIFWIRE, host_state, port
+from routed_host import VIFWIRE, host_state, macvtap_port, port
 from test_ovs_wiring import pid as ovs_pid
 from test_ovs_wiring import port as ovs_port
 
@@ -152,16 +152,6 @@ def as_peer(sock: str, uid: int, gid: int, groups: list[int],
     assert "ok" in data, data.get("error")
     assert os.waitstatus_to_exitcode(status) == 0
     return [tuple(x) for x in data["ok"]]
-
-
-def macvtap_port(i: int) -> dict:
-    """Valid, but fails on a host without its macvtap source device."""
-    doc = port(i)
-    doc["binding:vif_type"] = "macvtap"
-    doc["binding:vnic_type"] = "macvtap"
-    doc["binding:vif_details"] = {"macvtap_source": "eth9.5", "macvtap_mode": "bridge",
-                                  "physical_interface": "eth9", "vlan": "5"}
-    return doc
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import sys
 
 import pytest
 from agent_fixtures import AgentProc
-from routed_host import VIFWIRE, port
+from routed_host import VIFWIRE, macvtap_port, port
 
 from vifwire.sandbox import netns
 
@@ -44,16 +44,6 @@ def _env(**extra: str) -> dict[str, str]:
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([VIFWIRE, *args], capture_output=True, text=True, env=env or _env(), timeout=120)
-
-
-def macvtap_port(i: int) -> dict:
-    """Valid, but fails on a host without its macvtap source device."""
-    doc = port(i)
-    doc["binding:vif_type"] = "macvtap"
-    doc["binding:vnic_type"] = "macvtap"
-    doc["binding:vif_details"] = {"macvtap_source": "eth9.5", "macvtap_mode": "bridge",
-                                  "physical_interface": "eth9", "vlan": "5"}
-    return doc
 
 
 class Pair:
