@@ -16,36 +16,18 @@ import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 
 from vifwire.agent.api import Api
+from vifwire.agent.config import AgentConfig
 from vifwire.agent.events import EventLog
 from vifwire.agent.metrics import AgentMetrics, HostReadings
 from vifwire.agent.writer import Writer
-from vifwire.planner.facts import HostFacts
-from vifwire.renderers.options import GuestOptions
 
 log = logging.getLogger("vifwire.agent")
 
-DEFAULT_SOCKET = "/run/vifwire/agent.sock"
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    socket: str = DEFAULT_SOCKET
-    netns: str | None = None
-    state: str | None = None
-    ovsdb: str | None = None
-    ovs_timeout: float = 10.0
-    socket_group: str | None = None
-    metrics_addr: tuple[str, int] | None = None
-    repair: str = "auto"  # auto: put drift back; report: only say so
-    resync_interval: float = 30.0  # full check this often, besides netlink notifications
-    facts: HostFacts = field(default_factory=HostFacts)
-    guest: GuestOptions = field(default_factory=GuestOptions)
-
-
 class Agent:
+    """The composition root (implements :class:`~.config.AgentHandle`)."""
+
     def __init__(self, config: AgentConfig):
         from vifwire.service.wiring import WiringService
 

@@ -28,7 +28,7 @@ from vifwire.agent.writer import Job, JobKind, Shutdown
 from vifwire.errors import HostError, InvalidInput, VifwireError
 
 if TYPE_CHECKING:
-    from vifwire.agent.agent import Agent
+    from vifwire.agent.config import AgentHandle
 
 log = logging.getLogger("vifwire.agent.api")
 
@@ -103,7 +103,7 @@ ROUTES = (
 class Api:
     """Dispatches requests to the agent's use cases."""
 
-    def __init__(self, agent: Agent):
+    def __init__(self, agent: AgentHandle):
         self.agent = agent
 
     def handle(self, req: Request) -> Response:

@@ -61,7 +61,8 @@ def agent(socket_path: str, socket_group: str | None, metrics_addr: tuple[str, i
       vifwire plug --agent /run/vifwire/agent.sock port.json
       curl --unix-socket /run/vifwire/agent.sock http://x/v1/ports
     """
-    from vifwire.agent.agent import Agent, AgentConfig
+    from vifwire.agent.agent import Agent
+    from vifwire.agent.config import AgentConfig
 
     root = logging.getLogger("vifwire")
     if not root.handlers:

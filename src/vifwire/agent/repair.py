@@ -30,7 +30,7 @@ from vifwire.agent.events import EventType
 from vifwire.agent.writer import Job, JobKind
 
 if TYPE_CHECKING:
-    from vifwire.agent.agent import Agent
+    from vifwire.agent.config import AgentHandle
 
 log = logging.getLogger("vifwire.agent.repair")
 
@@ -45,7 +45,7 @@ OVS_POLL = 1.0
 
 
 class Repairer:
-    def __init__(self, agent: Agent):
+    def __init__(self, agent: AgentHandle):
         self.agent = agent
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
