@@ -20,6 +20,7 @@ import grp
 import logging
 import os
 import pwd
+import queue
 import socket
 import socketserver
 import stat
@@ -126,9 +127,57 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+class Workers:
+    """Daemon threads reused from one connection to the next.
+
+    socketserver's ThreadingMixIn starts a thread per connection; under a
+    burst of one-request connections (a CNI runtime, the thin CLI) that start
+    was a measurable part of each request. Workers wait for the next
+    connection instead; a new one is started only when none is free, so a
+    long poll or an idle keep-alive connection never blocks another caller.
+    Daemon threads: an idle keep-alive connection must not keep the process
+    alive after shutdown (in-flight answers are waited for separately).
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._started = 0
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if spawn:
+                self._started += 1
+            else:
+                self._idle -= 1  # that waiting worker takes this one
+        self._q.put((fn, args))
+        if spawn:
+            threading.Thread(target=self._work, name=f"{self._name}-{self._started}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            fn, args = self._q.get()
+            try:
+                fn(*args)
+            except BaseException:  # noqa: BLE001 - a worker outlives one failed connection
+                log.exception("connection worker failed")
+            with self._lock:
+                self._idle += 1
+
+
 class _Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
     daemon_threads = True
     block_on_close = False
+    _workers: Workers | None = None
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:
+        """ThreadingMixIn's, on a reused worker instead of a new thread."""
+        if self._workers is None:
+            self._workers = Workers("vifwire-conn")
+        self._workers.submit(self.process_request_thread, request, client_address)
     permissions: Permissions
     dispatch: Callable[[Request], Response]
     credentials: Callable[[socket.socket], tuple]
