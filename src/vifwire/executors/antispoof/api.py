@@ -54,6 +54,11 @@ class AntiSpoof:
     def __init__(self, nft: Nft):
         self.nft = nft
         self._ensured = False
+        #: interfaces this object installed or found installed: a hint of
+        #: which first attempt will succeed, never trusted for correctness
+        #: (a failed nft command costs ~8 ms: libnftables fetches the ruleset
+        #: to locate the error)
+        self._seen: set[str] = set()
 
     # -- tables ------------------------------------------------------------
     def ensure_tables(self) -> None:
@@ -74,6 +79,7 @@ class AntiSpoof:
         """Delete vifwire's tables (every port). Absent tables are fine."""
         remove_tables(self.nft)
         self._ensured = False
+        self._seen.clear()
 
     # -- port operations ---------------------------------------------------
     def add_port(self, pf: PortFilter) -> None:
@@ -153,9 +159,16 @@ class AntiSpoof:
                 self.ensure()
             except NftError as exc:
                 return [exc if o is None else o for o in out]
-        self._install_batch(pfs, list(first.values()), parts, out)
+        todo = list(first.values())
+        seen = [i for i in todo if pfs[i].ifname in self._seen]
+        if seen and self._unchanged([parts[i] for i in seen]):  # a re-plug: no create to fail first
+            for i in seen:
+                out[i] = False
+            todo = [i for i in todo if out[i] is None]
+        self._install_batch(pfs, todo, parts, out)
         for i in again:
             self._install_guarded(pfs[i].ifname, parts[i], out, i)
+        self._seen.update(pf.ifname for pf, o in zip(pfs, out) if not isinstance(o, Exception))
         return out  # type: ignore[return-value]  # every slot is filled
 
     def _install_batch(self, pfs: list[PortFilter], idx: list[int], parts: dict[int, PortText],
@@ -216,6 +229,20 @@ class AntiSpoof:
                 raise
         self._converge({ifname: parts}, maybe_new=False)  # was there: reconcile, nothing to undo
         return False
+
+    def _unchanged(self, parts: list[PortText]) -> bool:
+        """Step 2 of :meth:`_converge` alone: True if every port is installed with
+        this very content (its fingerprint is there; missing elements are put
+        back), False with nothing applied otherwise."""
+        fps = [p.fp for p in parts]
+        cmds = [cmd_text("delete", REGISTRY_FAMILY, "ports_fp", fps),
+                cmd_text("add", REGISTRY_FAMILY, "ports_fp", fps),
+                *add_cmds(parts, registry="add")]
+        try:
+            self.nft.run_text(transaction_text(cmds))
+            return True
+        except NftError:
+            return False
 
     def _converge(self, parts: dict[str, PortText], maybe_new: bool) -> None:
         """Steps 1-3 of :meth:`add_port` for many ports, each one transaction."""
@@ -278,6 +305,7 @@ class AntiSpoof:
         names = set(ifnames)
         if not names:
             return
+        self._seen -= names
         hints = {n: pf for n, pf in (hints or {}).items() if n in names and pf.ifname == n}
         if hints:
             dels: list[PortText | Parts] = [want_text(pf) for pf in hints.values()]
