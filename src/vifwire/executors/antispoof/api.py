@@ -10,6 +10,7 @@ from :mod:`.transaction`, the fixed ruleset from :mod:`.ruleset`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from typing import Any, Iterable
@@ -546,24 +547,23 @@ class GuardView:
         return self._addrs[key]
 
 
-#: port filter -> its address elements' keys per (family, set); a long-lived
-#: agent checks the same ports at every resync (bounded: cleared when full)
-_WANTED: dict[tuple, dict[tuple[str, str], frozenset[str]]] = {}
-_WANTED_MAX = 1 << 16
-
-
 def wanted_address_keys(pf: PortFilter) -> dict[tuple[str, str], frozenset[str]]:
-    """The comparison keys (:func:`elem_key`) of the address elements ``pf`` wants, per (family, set)."""
-    ident = (pf.ifname, pf.mac, tuple(pf.ipv4), tuple(pf.ipv6), tuple(map(tuple, pf.allowed_pairs)), pf.bridged)
-    got = _WANTED.get(ident)
-    if got is None:
-        got = {(fam, sname): frozenset(elem_key(e) for e in elems)
-               for fam, sets in want_elements(pf).items() for sname, elems in sets.items()
-               if sname in ADDR_SETS[fam] and sname != "allow_mac"}
-        if len(_WANTED) >= _WANTED_MAX:
-            _WANTED.clear()
-        _WANTED[ident] = got
-    return got
+    """The comparison keys (:func:`elem_key`) of the address elements ``pf`` wants, per (family, set).
+
+    Remembered per filter: a long-lived agent checks the same ports at every resync.
+    """
+    return _wanted_keys(pf.ifname, pf.mac, tuple(pf.ipv4), tuple(pf.ipv6),
+                        tuple(tuple(p) for p in pf.allowed_pairs), pf.bridged)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _wanted_keys(ifname: str, mac: str, ipv4: tuple, ipv6: tuple, pairs: tuple,
+                 bridged: bool) -> dict[tuple[str, str], frozenset[str]]:
+    pf = PortFilter(ifname=ifname, mac=mac, ipv4=list(ipv4), ipv6=list(ipv6),
+                    allowed_pairs=[tuple(p) for p in pairs], bridged=bridged)
+    return {(fam, sname): frozenset(elem_key(e) for e in elems)
+            for fam, sets in want_elements(pf).items() for sname, elems in sets.items()
+            if sname in ADDR_SETS[fam] and sname != "allow_mac"}
 
 
 def _fmt_addr(x: Any) -> str:
