@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(iproute2 iputils-ping nftables libnftables1 openvswitch-switch libvirt-clients libxml2-utils python3-venv)
+PKGS=(iproute2 iputils-ping nftables libnftables1 openvswitch-switch libvirt-clients libxml2-utils python3-venv
+      podman runc containernetworking-plugins busybox-static)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
