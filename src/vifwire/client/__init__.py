@@ -129,6 +129,11 @@ class AgentClient:
         return self._call("GET", f"/v1/events?since={int(since)}&wait={float(wait):g}", extra_time=wait,
                           ok=(200,))
 
+    def cni(self, env: dict[str, str], config: str) -> dict[str, Any]:
+        """``{exit, output}``: one CNI invocation (its CNI_* variables and its
+        stdin) carried out by the agent; ``output`` is what the plugin prints."""
+        return self._call("POST", "/v1/cni", {"env": env, "config": config}, ok=(200,))
+
     def health(self) -> dict[str, Any]:
         """``{ready, version, netns, state, repair, last_event}``; a not-ready agent answers too (503)."""
         return self._call("GET", "/v1/health", ok=(200, 503))

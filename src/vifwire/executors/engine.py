@@ -41,7 +41,7 @@ from vifwire.store.base import Attachment, Store
 log = logging.getLogger("vifwire.executors.engine")
 
 #: Unplug order for bulk removal: policy first, then ports, then links, then bridges.
-REMOVE_ORDER = (StepKind.ANTISPOOF, StepKind.PROXY_NDP, StepKind.ROUTES, StepKind.SYSCTLS, StepKind.OVS_PORT,
+REMOVE_ORDER = (StepKind.GUEST_IP, StepKind.ANTISPOOF, StepKind.ADDRESSES, StepKind.PROXY_NDP, StepKind.ROUTES, StepKind.SYSCTLS, StepKind.OVS_PORT,
                 StepKind.MASTER, StepKind.TAP, StepKind.MACVTAP, StepKind.VETH, StepKind.VLAN, StepKind.BRIDGE,
                 StepKind.OVS_BRIDGE, StepKind.REQUIRE_LINK)
 assert set(REMOVE_ORDER) == set(StepKind), "every step kind has an unplug position"

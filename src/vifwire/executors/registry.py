@@ -34,6 +34,8 @@ HANDLER_CLASSES: dict[StepKind, tuple[str, str]] = {
     StepKind.OVS_BRIDGE: ("vifwire.executors.ovs", "OvsBridgeHandler"),
     StepKind.OVS_PORT: ("vifwire.executors.ovs", "OvsPortHandler"),
     StepKind.ANTISPOOF: ("vifwire.executors.firewall", "AntiSpoofHandler"),
+    StepKind.ADDRESSES: ("vifwire.executors.kernel.addr", "AddressesHandler"),
+    StepKind.GUEST_IP: ("vifwire.executors.kernel.addr", "GuestIpHandler"),
 }
 
 #: Modules with ``garbage(ctx, owned)`` and ``remove_garbage(ctx, items)``, in gc order.

@@ -149,6 +149,29 @@ class AddressPair(_Spec):
 
 
 @_model
+class Route(_Spec):
+    """A route the guest gets (Nova's subnet ``routes``: ``cidr`` via ``gateway``)."""
+
+    dst: str  # network, e.g. 0.0.0.0/0
+    gw: str | None = None
+
+
+@_model
+class Subnet(_Spec):
+    """One subnet of the port's network, as the network service gave it.
+
+    Only what configuring a guest's interface needs (a container whose
+    addresses vifwire sets, docs/cni.md): the prefix, the gateway, the
+    port's fixed IPs in it and the extra routes.
+    """
+
+    cidr: str | None = None
+    gateway: str | None = None
+    ips: tuple[str, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+
+@_model
 class Binding:
     """One port, validated."""
 
@@ -163,6 +186,7 @@ class Binding:
     ipv4: tuple[str, ...] = ()
     ipv6: tuple[str, ...] = ()
     allowed_address_pairs: tuple[AddressPair, ...] = ()
+    subnets: tuple[Subnet, ...] = ()
     spec: Spec
     vif: dict[str, Any] = field(default_factory=dict)  # Nova network_info VIF (for renderers / Nova parity)
     source: Literal["neutron", "nova"] = "nova"
@@ -178,6 +202,7 @@ class Binding:
                 "mac": self.mac, "devname": self.devname, "mtu": self.mtu, "network_id": self.network_id,
                 "instance_id": self.instance_id, "ipv4": list(self.ipv4), "ipv6": list(self.ipv6),
                 "allowed_address_pairs": [{"ip": p.ip, "mac": p.mac} for p in self.allowed_address_pairs],
+                "subnets": [s.to_json() for s in self.subnets],
                 "spec": {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)},
                 "vif": self.vif, "source": self.source}
 

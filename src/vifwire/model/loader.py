@@ -26,7 +26,7 @@ from vifwire.model import addresses as addr, names, vif_types as vt
 from vifwire.model.duplicates import duplicates as request_duplicates
 from vifwire.model.binding import (
     AddressPair, Binding, BridgeSpec, EthernetSpec, MacvtapSpec, OvsSpec,
-    PciSpec, QbgSpec, QbhSpec, TapSpec, VhostUserSpec,
+    PciSpec, QbgSpec, QbhSpec, Route, Subnet, TapSpec, VhostUserSpec,
 )
 from vifwire.model.text import bad_unicode, parse_document
 
@@ -228,7 +228,7 @@ def validate_vif(vif: dict, source: str = "nova", neutron: dict | None = None, i
     ctx = _Ctx(pid, source, f_det, f_prof, details, profile, network, meta, vif)
     spec = _SPEC_BUILDERS[vif_type](ctx)
 
-    ipv4, ipv6 = _addresses(pid, network, source)
+    ipv4, ipv6, subnets = _addresses(pid, network, source)
     if mtu is not None and mtu < 1280 and ipv6:
         raise VifError(pid, f_mtu, f"{mtu} is below 1280, the minimum for IPv6 (RFC 8200), and the port has "
                                    f"IPv6 address {ipv6[0]}; the kernel disables IPv6 on such a link")
@@ -252,7 +252,7 @@ def validate_vif(vif: dict, source: str = "nova", neutron: dict | None = None, i
         port_id=pid, vif_type=vif_type, vnic_type=vnic_type, mac=mac, devname=devname,
         mtu=mtu, network_id=net_id if isinstance(net_id, str) else None,
         instance_id=instance_id or None, ipv4=tuple(ipv4), ipv6=tuple(ipv6),
-        allowed_address_pairs=tuple(pairs), spec=spec, vif=clean_vif, source=source,  # type: ignore[arg-type]
+        allowed_address_pairs=tuple(pairs), subnets=tuple(subnets), spec=spec, vif=clean_vif, source=source,  # type: ignore[arg-type]
     )
 
 
@@ -509,10 +509,11 @@ def _parse_ip(pid: str, field: str, value: Any) -> ipaddress.IPv4Address | ipadd
     return addr.parse_ip(pid, field, value)
 
 
-def _addresses(pid: str, network: dict, source: str = "nova") -> tuple[list[str], list[str]]:
-    """Every fixed IP, checked against its subnet (docs: model/addresses.py)."""
+def _addresses(pid: str, network: dict, source: str = "nova") -> tuple[list[str], list[str], list[Subnet]]:
+    """Every fixed IP, checked against its subnet (docs: model/addresses.py), and the subnets."""
     v4: list[str] = []
     v6: list[str] = []
+    out: list[Subnet] = []
     subnets = network.get("subnets") or []
     if not isinstance(subnets, list):
         raise VifError(pid, "network.subnets", f"must be a list, got {_typename(subnets)}")
@@ -533,6 +534,7 @@ def _addresses(pid: str, network: dict, source: str = "nova") -> tuple[list[str]
         ips = sub.get("ips") or []
         if not isinstance(ips, list):
             raise VifError(pid, f"{f_sub}.ips", f"must be a list, got {_typename(ips)}")
+        mine: list[str] = []
         for j, ipd in enumerate(ips):
             field = f"{f_sub}.ips[{j}].address"
             address = ipd.get("address") if isinstance(ipd, dict) else None
@@ -544,12 +546,43 @@ def _addresses(pid: str, network: dict, source: str = "nova") -> tuple[list[str]
                 raise VifError(pid, field, f"{ip} is also {seen[ip]}")
             seen[ip] = field
             (v4 if ip.version == 4 else v6).append(str(ip))
+            mine.append(str(ip))
         gateway = sub.get("gateway")
         gw = gateway.get("address") if isinstance(gateway, dict) else gateway
         if gw is not None:
             f_gw = f"{f_sub}.gateway" + (".address" if isinstance(gateway, dict) else "")
-            addr.check_gateway(pid, f_gw, addr.parse_ip(pid, f_gw, gw), family, net)
-    return v4, v6
+            gw_ip = addr.parse_ip(pid, f_gw, gw)
+            addr.check_gateway(pid, f_gw, gw_ip, family, net)
+            gw = str(gw_ip)
+        out.append(Subnet(cidr=str(net) if net is not None else None, gateway=gw, ips=tuple(mine),
+                          routes=tuple(_routes(pid, f_sub, sub.get("routes"), family))))
+    return v4, v6, out
+
+
+def _routes(pid: str, f_sub: str, routes: Any, family: int | None) -> list[Route]:
+    """A subnet's extra routes (Nova: ``[{"cidr": ..., "gateway": {"address": ...}}]``)."""
+    if routes is None:
+        return []
+    if not isinstance(routes, list):
+        raise VifError(pid, f"{f_sub}.routes", f"must be a list, got {_typename(routes)}")
+    out = []
+    for k, r in enumerate(routes):
+        f_r = f"{f_sub}.routes[{k}]"
+        if not isinstance(r, dict):
+            raise VifError(pid, f_r, f"must be an object, got {_typename(r)}")
+        dst = addr.parse_cidr(pid, f"{f_r}.cidr", r.get("cidr"))
+        if family is not None and dst.version != family:
+            raise VifError(pid, f"{f_r}.cidr", f"{dst} is IPv{dst.version} in an IPv{family} subnet")
+        gateway = r.get("gateway")
+        gw = gateway.get("address") if isinstance(gateway, dict) else gateway
+        if gw is not None:
+            f_gw = f"{f_r}.gateway" + (".address" if isinstance(gateway, dict) else "")
+            ip = addr.parse_ip(pid, f_gw, gw)
+            if ip.version != dst.version:
+                raise VifError(pid, f_gw, f"{ip} is IPv{ip.version}, the route's destination IPv{dst.version}")
+            gw = str(ip)
+        out.append(Route(dst=str(dst), gw=gw))
+    return out
 
 
 def _address_pairs(pid: str, pairs: Any) -> list[AddressPair]:

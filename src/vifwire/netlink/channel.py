@@ -30,7 +30,7 @@ from vifwire.netlink.constants import (
     IFLA_MTU, IFLA_TARGET_NETNSID, NDMSG, NDA_DST, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK,
     NETNSA_FD, NETNSA_NSID, NLATTR, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE,
     NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-    NLMSGERR_ATTR_MSG, NLMSGHDR, NTF_PROXY, RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE,
+    NLMSGERR_ATTR_MSG, NLMSGHDR, NTF_PROXY, RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_PRIORITY, RTA_TABLE,
     RTEXT_FILTER_SKIP_STATS, RTM_DELLINK, RTM_GETLINK, RTM_GETNEIGH, RTM_GETNSID, RTM_GETROUTE,
     RTM_F_FIB_MATCH, RTM_NEWLINK, RTM_NEWNSID, RTMSG, RTN_UNICAST, SOL_NETLINK,
 )
@@ -183,6 +183,7 @@ class Route:
     type: int
     oif: int
     priority: int
+    gateway: bytes = b""
 
     @classmethod
     def parse(cls, payload: bytes) -> "Route":
@@ -190,7 +191,7 @@ class Route:
         a = parse_attrs(payload, RTMSG.size)
         return cls(family=fam, dst=a.get(RTA_DST, b""), dst_len=dst_len,
                    table=attr_u32(a, RTA_TABLE, table), protocol=proto, type=rtype,
-                   oif=attr_u32(a, RTA_OIF), priority=attr_u32(a, RTA_PRIORITY))
+                   oif=attr_u32(a, RTA_OIF), priority=attr_u32(a, RTA_PRIORITY), gateway=a.get(RTA_GATEWAY, b""))
 
 
 # ---------------------------------------------------------------------------

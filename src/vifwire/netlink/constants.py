@@ -44,9 +44,15 @@ IFF_UP = 0x1  # linux/if.h
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 16}
 
 # linux/rtnetlink.h: routes
-RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE = 1, 4, 6, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
+RTNH_F_ONLINK, RTPROT_BOOT = 0x4, 3
 RT_TABLE_MAIN, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RTN_UNICAST = 254, 0, 253, 1
 RTM_F_FIB_MATCH = 0x2000
+
+# linux/if_addr.h: addresses
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_NODAD, IFA_F_PERMANENT = 0x02, 0x80
 
 # linux/neighbour.h
 NDA_DST = 1
@@ -65,4 +71,5 @@ NLMSGHDR = struct.Struct("=IHHII")  # struct nlmsghdr
 IFINFOMSG = struct.Struct("=BxHiII")  # struct ifinfomsg
 RTMSG = struct.Struct("=BBBBBBBBI")  # struct rtmsg
 NDMSG = struct.Struct("=BxxxiHBB")  # struct ndmsg
+IFADDRMSG = struct.Struct("=BBBBI")  # struct ifaddrmsg
 NLATTR = struct.Struct("=HH")  # struct nlattr

@@ -23,7 +23,14 @@ class HostFacts:
     ``anti_spoof``: ``auto`` filters unless the binding says the back-end
     already filters; ``on``/``off`` force it.
     ``guest_netns``: for container guests whose namespace already exists, the
-    ``tin`` end is created directly inside it.
+    ``tin`` end is created directly inside it (named ``guest_ifname`` when
+    given, e.g. a CNI runtime's ``CNI_IFNAME``).
+    ``guest_ip``: vifwire also gives the guest end its addresses and routes
+    (from the binding's subnets), as a CNI plugin must; LXD guests configure
+    themselves.
+    ``host_gateway``: the host holds the guests' gateway address, so that it
+    answers ping too: on each routed host end (169.254.1.1/32, fe80::1, as
+    the CNI ``ptp`` plugin does), or the subnet's gateway on the bridge.
     """
 
     hypervisor: Literal["libvirt", "lxd"] = "libvirt"
@@ -33,6 +40,9 @@ class HostFacts:
     anti_spoof: Literal["auto", "on", "off"] = "auto"
     guest_netns: str | None = None
     multiqueue: bool = False
+    guest_ifname: str | None = None
+    guest_ip: bool = False
+    host_gateway: bool = False
 
 
 def parse_version(text: str) -> tuple[int, int, int]:

@@ -35,7 +35,7 @@ def plan(binding: Binding, facts: HostFacts | None = None, guest: GuestOptions |
         ovs_strategy = None
     else:
         strategy, reason, steps, ovs_strategy = _plan_libvirt(binding, facts, guest)
-    steps = steps + _security_steps(binding, facts, strategy)
+    steps = steps + _security_steps(binding, facts, strategy) + _gateway_steps(binding, facts, strategy)
     return Plan(
         port_id=binding.port_id, instance_id=binding.instance_id, devname=binding.devname,
         mac=binding.mac, vif_type=binding.vif_type, vnic_type=binding.vnic_type,
@@ -222,7 +222,8 @@ def _plan_lxd(b: Binding, f: HostFacts):
     if b.vnic_type != vt.VNIC_NORMAL and b.vif_type != vt.MACVTAP:
         raise VifError(b.port_id, "binding:vnic_type", f"{b.vnic_type!r} cannot be wired to an LXD container")
     spec = b.spec
-    tap, tin = b.devname, names.tin_for(b.devname)
+    tap = b.devname
+    tin = f.guest_ifname if f.guest_netns and f.guest_ifname else names.tin_for(b.devname)
     mtu = b.mtu
     if isinstance(spec, MacvtapSpec):
         return ("macvtap", f"macvtap on {spec.source} ({spec.mode}) passed to the container as a physical NIC",
@@ -293,7 +294,86 @@ def _security_steps(b: Binding, f: HostFacts, strategy: str) -> list[Step]:
                           why="routed guest reaches its gateway via proxy ARP/NDP"))
         steps.append(Step(op="routes", args={"dev": b.devname, "addresses": v4 + v6},
                           why="host routes (/32, /128) to the guest's addresses"))
-        if v6:
+        if v6 and not f.host_gateway:
             steps.append(Step(op="proxy_ndp", args={"dev": b.devname, "addresses": [gw6]},
                               why=f"the host answers neighbour solicitations for the guest's gateway {gw6}"))
     return steps
+
+
+# ----------------------------------------------------------------------------
+# the gateway on the host and the guest's own addresses (docs/cni.md)
+
+#: Calico's (and vifwire's routed) gateways: answered by the host on every
+#: routed host end, never a per-guest subnet.
+ROUTED_GW4, ROUTED_GW6 = "169.254.1.1", "fe80::1"
+
+
+def _gateway_steps(b: Binding, f: HostFacts, strategy: str) -> list[Step]:
+    """The host's gateway addresses, then the guest end's addresses and routes.
+
+    Last in the plan: the guest gets its addresses only once the host side
+    (filter, routes) is complete. A routed host end holds the gateways itself
+    (169.254.1.1/32 and fe80::1 on each host end, as CNI's ``ptp`` does), so
+    the gateway answers ping and NDP without a shared device to clean up; a
+    bridge holds each subnet's gateway (CNI ``bridge``'s ``isGateway``).
+    """
+    steps: list[Step] = []
+    routed = strategy in _ROUTED
+    v4, v6 = list(b.ipv4), list(b.ipv6)
+    if f.host_gateway and routed and (v4 or v6):
+        gws = ([f"{ROUTED_GW4}/32"] if v4 else []) + ([f"{ROUTED_GW6}/64"] if v6 else [])
+        steps.append(Step(op="addresses", args={"dev": b.devname, "addresses": gws, "shared": False},
+                          why="the host end holds the routed gateways, so they answer ping"))
+    elif f.host_gateway and not routed:
+        bridge = getattr(b.spec, "bridge", None)
+        gws = [f"{s.gateway}/{s.cidr.split('/')[1]}" for s in b.subnets if s.gateway and s.cidr]
+        if bridge and gws:
+            steps.append(Step(op="addresses", args={"dev": bridge, "addresses": gws, "shared": True, "up": True},
+                              why="the bridge holds the subnets' gateways (stays with the bridge)"))
+    if f.guest_ip and f.guest_netns:
+        addresses, routes = _guest_addressing(b, routed)
+        ifname = f.guest_ifname or names.tin_for(b.devname)
+        if addresses or routes:
+            steps.append(Step(op="guest_ip", args={"netns": f.guest_netns, "ifname": ifname,
+                                                   "addresses": addresses, "routes": routes},
+                              why="vifwire configures the guest end (no DHCP in the container)"))
+    return steps
+
+
+def _guest_addressing(b: Binding, routed: bool) -> tuple[list[str], list[dict]]:
+    """The guest end's CIDRs and routes: /32 and /128 via the routed gateways,
+    or each subnet's prefix with its routes via its gateway (a default route
+    when the subnet has a gateway and no routes)."""
+    addresses: list[str] = []
+    routes: list[dict] = []
+    seen: set[tuple[str, str | None]] = set()
+
+    def add(dst: str, gw: str | None) -> None:
+        if (dst, gw) not in seen:
+            seen.add((dst, gw))
+            routes.append({"dst": dst, "gw": gw})
+
+    for sub in b.subnets:
+        for ip in sub.ips:
+            v6 = ":" in ip
+            if routed or not sub.cidr:
+                addresses.append(f"{ip}/{128 if v6 else 32}")
+            else:
+                addresses.append(f"{ip}/{sub.cidr.split('/')[1]}")
+        if not sub.ips:
+            continue
+        v6 = ":" in sub.ips[0]
+        default = "::/0" if v6 else "0.0.0.0/0"
+        if routed:
+            gw = ROUTED_GW6 if v6 else ROUTED_GW4
+            for r in sub.routes or ():
+                add(r.dst, gw)
+            if not sub.routes:
+                add(default, gw)
+        else:
+            for r in sub.routes:
+                if r.gw or sub.gateway:
+                    add(r.dst, r.gw or sub.gateway)
+            if not sub.routes and sub.gateway:
+                add(default, sub.gateway)
+    return addresses, routes

@@ -24,6 +24,10 @@ Host step kinds (``Step.op``, a :class:`StepKind`) and their ``args``:
 ``sysctls``      dev, values {name: value} - per-device sysctls
 ``proxy_ndp``    dev, addresses - IPv6 neighbour proxy entries
 ``antispoof``    ifname, mac, ipv4, ipv6, pairs, bridged - anti-spoofing filter
+``addresses``    dev, addresses (CIDRs), shared, up - host addresses (a gateway);
+                 ``shared`` ones (a network bridge's) stay when the port goes
+``guest_ip``     netns, ifname, addresses (CIDRs), routes [{dst, gw}] - the guest
+                 end's addresses and routes, set inside the guest's namespace
 
 Link-creating steps (tap, veth, macvtap, the port's own bridge) also carry
 ``owner`` (the port id): the ownership mark the executor writes on the device
@@ -58,6 +62,8 @@ class StepKind(StrEnum):
     SYSCTLS = "sysctls"
     PROXY_NDP = "proxy_ndp"
     ANTISPOOF = "antispoof"
+    ADDRESSES = "addresses"
+    GUEST_IP = "guest_ip"
 
 
 #: Steps that create kernel links (and so own them).
@@ -93,7 +99,9 @@ class Step:
             extra = f" on {self.args['bridge']}"
         elif self.op == "macvtap":
             extra = f" on {self.args['source']} mode {self.args['mode']}"
-        elif self.op in ("routes", "proxy_ndp"):
+        elif self.op == "guest_ip":
+            extra = f" in {self.args['netns']} " + ",".join(self.args.get("addresses", []))
+        elif self.op in ("routes", "proxy_ndp", "addresses"):
             extra = " " + ",".join(self.args.get("addresses", []))
         return f"{self.op} {main}{extra}".rstrip()
 

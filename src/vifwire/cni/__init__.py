@@ -1,0 +1,1 @@
+"""``vifwire-cni``: the CNI plugin front end (docs/cni.md)."""
