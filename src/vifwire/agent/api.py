@@ -94,6 +94,7 @@ ROUTES = (
     _r("GET", "/v1/ports/{port_id}/check", "check_one", False, "Drift of one port"),
     _r("GET", "/v1/check", "check", False, "Drift of every recorded port (or ?port=ID...)"),
     _r("POST", "/v1/gc", "gc", False, "Leftovers vifwire marked but no record owns; force removes them"),
+    _r("POST", "/v1/cni", "cni", True, "One CNI invocation (env + network configuration) done by the agent"),
     _r("GET", "/v1/events", "events", False, "Events after ?since=SEQ, long-polling up to ?wait=SECONDS"),
     _r("GET", "/v1/openapi.json", "openapi", False, "This API described (OpenAPI 3.1)"),
     _r("GET", "/metrics", "metrics", False, "Prometheus metrics"),
@@ -219,6 +220,12 @@ class Api:
         else:
             res = self.agent.svc.gc(False)
         return ok(res.to_json(), 200 if res.ok else 500)
+
+    def cni(self, req: Request) -> Response:
+        from vifwire.agent.cni import run
+
+        env, config = rq.cni_request(rq.parse_json(req.body))
+        return ok(run(self.agent, env, config))
 
     def events(self, req: Request) -> Response:
         try:

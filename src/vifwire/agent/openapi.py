@@ -41,6 +41,15 @@ SCHEMAS: dict[str, Any] = {
         "firewall": {"type": "boolean"}, "ovs_datapath": {"enum": ["system", "netdev"]},
         "anti_spoof": {"enum": ["auto", "on", "off"]}, "guest_netns": {"type": "string"},
         "multiqueue": {"type": "boolean"}}, "additionalProperties": False},
+    "CniRequest": {"type": "object", "required": ["env", "config"], "additionalProperties": False, "properties": {
+        "env": {"type": "object", "additionalProperties": {"type": "string"},
+                "description": "The plugin's CNI_* variables (CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, ...)"},
+        "config": {"type": "string", "description": "The network configuration the runtime gave on stdin"}}},
+    "CniAnswer": {"type": "object", "required": ["exit", "output"], "properties": {
+        "exit": {"type": "integer", "description": "The plugin's exit code (0 or 1)"},
+        "output": {"type": ["object", "null"],
+                   "description": "What the plugin prints: a CNI result, a CNI error {code, msg, details}, "
+                                  "or nothing (DEL, GC)"}}},
     "Bandwidth": {"type": "object", "properties": {k: {"type": ["integer", "null"], "minimum": 0}
                                                    for k in ("average", "peak", "burst")}},
     "GuestOptions": {"type": "object", "properties": {
@@ -138,6 +147,9 @@ PATHS: dict[str, Any] = {
         "schema": {"type": "object", "properties": {"force": {"type": "boolean"}}}}}}, "responses": {
         "200": _resp("Leftovers (removed with force)", _ref("GcResult")),
         "500": _resp("A backend could not be read", _ref("GcResult")), **_errors(403)}}},
+    "/v1/cni": {"post": {"operationId": "cni", "requestBody": _body("CniRequest"), "responses": {
+        "200": _resp("The invocation ran; CNI errors are in the answer (docs/cni.md)", _ref("CniAnswer")),
+        **_errors(400, 403, 503)}}},
     "/v1/events": {"get": {"operationId": "events", "parameters": [
         {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
         {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 300}}],

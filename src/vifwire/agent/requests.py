@@ -195,3 +195,15 @@ def facts_to_json(f: HostFacts) -> dict[str, Any]:
     return {"hypervisor": f.hypervisor, "libvirt_version": ".".join(map(str, f.libvirt_version)),
             "firewall": f.firewall, "ovs_datapath": f.ovs_datapath, "anti_spoof": f.anti_spoof,
             "guest_netns": f.guest_netns}
+
+
+def cni_request(doc: Any) -> tuple[dict[str, str], str]:
+    """``POST /v1/cni``: ``{"env": {"CNI_COMMAND": ..., ...}, "config": "<stdin>"}``."""
+    if not isinstance(doc, dict):
+        raise problem("body", "must be an object like {\"env\": {\"CNI_COMMAND\": \"ADD\"}, \"config\": \"...\"}")
+    env, config = doc.get("env"), doc.get("config")
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise problem("env", "must be an object of strings (the CNI_* variables)")
+    if not isinstance(config, str):
+        raise problem("config", "must be a string (the network configuration the runtime gave)")
+    return {k: v for k, v in env.items() if k.startswith("CNI_")}, config

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import json
-from typing import Any
+
 
 from vifwire.client.http import TransportError, exchange, quote
 from vifwire.errors import VifwireError

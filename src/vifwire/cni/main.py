@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+
 
 from vifwire.service.cni.config import agent_socket, invocation, netconf
-from vifwire.service.cni.spec import CniError
+from vifwire.service.cni.spec import CniError, version_result
 
 
 def _emit(code: int, output: dict[str, Any] | None) -> int:
@@ -71,11 +71,14 @@ def main() -> None:
     answer = None
     try:
         inv = invocation(env)
-        if inv.command != "VERSION":
+        if inv.command == "VERSION":
+            asked = json.loads(text).get("cniVersion") if text.strip() else None
+            answer = 0, version_result(asked)
+        else:
             sock = agent_socket(netconf(text, inv.command).agent)
             if sock:
                 answer = _via_agent(sock, env, text)
-    except CniError:
+    except (CniError, ValueError, AttributeError):
         pass  # the in-process path reports it, with the version asked for
     if answer is None:
         answer = _in_process(env, text)

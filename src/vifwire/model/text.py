@@ -6,7 +6,7 @@ the agent's thin client (:mod:`vifwire.client`) reads files with it too."""
 from __future__ import annotations
 
 import json
-from typing import Any
+
 
 from vifwire.errors import InvalidInput, VifError
 

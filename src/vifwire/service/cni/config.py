@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections import namedtuple
 
 from vifwire.service.cni.spec import (
     COMMANDS, DECODE_FAILURE, INVALID_CONFIG, INVALID_ENV, CniError, check_version, decode, to_internal,
@@ -30,35 +29,21 @@ DEFAULT_STATE = "/var/lib/vifwire/state.db"
 GC_KEY = "cni.dev/valid-attachments"
 
 
-@dataclass(frozen=True)
-class Invocation:
-    command: str
-    container_id: str = ""
-    netns: str = ""
-    ifname: str = ""
-    args: dict[str, str] = field(default_factory=dict)
-    path: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)  # the CNI_* variables, for the IPAM plugin
+#: One invocation's CNI_* variables, checked (``env`` is all of them, for the
+#: IPAM plugin). Named tuples rather than dataclasses: importing
+#: ``dataclasses`` (and ``inspect`` with it) is a few milliseconds of every
+#: thin plugin run, which is what a pod's start-up pays.
+Invocation = namedtuple("Invocation", "command container_id netns ifname args path env",
+                        defaults=("", "", "", {}, (), {}))
 
-
-@dataclass(frozen=True)
-class NetConf:
-    version: str
-    name: str
-    mode: str = "routed"
-    bridge: str = ""
-    mtu: int | None = None
-    anti_spoof: bool = True
-    is_gateway: bool = True
-    ipam: dict[str, Any] = field(default_factory=dict)
-    agent: str | None = None  # None: the default socket if it exists; "": never
-    state: str = DEFAULT_STATE
-    ovsdb: str | None = None
-    ovs_datapath: str = "system"
-    mac: str | None = None  # runtimeConfig.mac (the "mac" capability)
-    prev_result: dict[str, Any] | None = None  # internal (1.0.0) form
-    valid_attachments: tuple[tuple[str, str], ...] | None = None  # GC: (containerID, ifname)
-    raw: dict[str, Any] = field(default_factory=dict)
+#: The network configuration, checked. ``agent``: None = the default socket
+#: if it exists, "" = never. ``mac``: runtimeConfig.mac (the "mac"
+#: capability). ``prev_result``: in the internal (1.0.0) form.
+#: ``valid_attachments``: GC's (containerID, ifname) pairs.
+NetConf = namedtuple("NetConf", "version name mode bridge mtu anti_spoof is_gateway ipam agent state ovsdb "
+                                "ovs_datapath mac prev_result valid_attachments raw",
+                     defaults=("routed", "", None, True, True, {}, None, DEFAULT_STATE, None, "system", None, None,
+                               None, {}))
 
 
 def invocation(env: Mapping[str, str]) -> Invocation:

@@ -9,7 +9,7 @@ agent client and nothing else.
 from __future__ import annotations
 
 import json
-from typing import Any
+
 
 #: The versions vifwire speaks; STATUS and GC exist from 1.1.0 on (SPEC.md, "Version").
 VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
