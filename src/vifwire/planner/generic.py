@@ -328,7 +328,10 @@ def _gateway_steps(b: Binding, f: HostFacts, strategy: str) -> list[Step]:
         bridge = getattr(b.spec, "bridge", None)
         gws = [f"{s.gateway}/{s.cidr.split('/')[1]}" for s in b.subnets if s.gateway and s.cidr]
         if bridge and gws:
-            steps.append(Step(op="addresses", args={"dev": bridge, "addresses": gws, "shared": True, "up": True},
+            # an OVS bridge's device appears when ovs-vswitchd has seen the bridge
+            wait = 10 if isinstance(b.spec, OvsSpec) else 0
+            steps.append(Step(op="addresses", args={"dev": bridge, "addresses": gws, "shared": True, "up": True,
+                                                    "wait": wait},
                               why="the bridge holds the subnets' gateways (stays with the bridge)"))
     if f.guest_ip and f.guest_netns:
         addresses, routes = _guest_addressing(b, routed)

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import ipaddress
 import socket
+import time
 from collections.abc import Iterator
 
 from vifwire.executors.base import HostContext, Undo
@@ -89,15 +90,34 @@ def del_addresses(ch: Channel, index: int, ifaces: list[Iface]) -> None:
 
 
 class AddressesHandler(ViewVerifier):
-    """Host addresses (gateways) on a device an earlier step made or requires."""
+    """Host addresses (gateways) on a device an earlier step made or requires.
+
+    Deferred with the OVS steps (engine, phase 2): an OVS bridge's own
+    device exists only once ovs-vswitchd has seen the bridge, so a step
+    with ``wait`` waits up to that many seconds for the device to appear.
+    """
 
     #: a port's own device takes its addresses with it (engine: skip at unplug)
     gone_with_device = True
+    deferrable = True
+
+    def apply_many(self, steps: list[Step], ctx: HostContext) -> list[Undo | None | Exception]:
+        out: list[Undo | None | Exception] = []
+        for s in steps:
+            try:
+                out.append(self.apply(s, ctx))
+            except Exception as exc:  # noqa: BLE001 - one port's failure is that port's
+                out.append(exc)
+        return out
 
     def apply(self, step: Step, ctx: HostContext) -> Undo | None:
         a = step.args
         ch = channel(ctx)
         link = ch.get_link(a["dev"])
+        deadline = time.monotonic() + float(a.get("wait") or 0)
+        while link is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+            link = ch.get_link(a["dev"])
         if link is None:
             raise fail(ctx, step, f"{a['dev']} does not exist")
         wanted = [ipaddress.ip_interface(x) for x in a.get("addresses", [])]
