@@ -22,6 +22,7 @@ try:  # the private-OVS fixture, when that module is present
 except ImportError:  # pragma: no cover
     pass
 from agent_fixtures import agent_ns, agent_ovs  # noqa: E402,F401 - real agents (tests/agent_fixtures.py)
+from podman_fixtures import busybox_rootfs, podman_ovs, podman_shell  # noqa: E402,F401 - real podman (tests/podman_fixtures.py)
 
 
 def _root_ns_snapshot() -> dict[str, object]:

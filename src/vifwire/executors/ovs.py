@@ -550,15 +550,16 @@ def garbage(ctx: HostContext, owned: dict[str, set[str]]) -> list[dict[str, str]
     """OVS ports carrying vifwire's owner mark that no record owns."""
     if not ctx.ovsdb:
         return []
+    # No OVS on this host (its socket is not there) and no record uses OVS:
+    # nothing of ours can be in it - said at once, not after the connect
+    # timeout. Otherwise an unread OVSDB may hold our ports, and saying
+    # "nothing found" would hide an outage.
+    missing = ctx.ovsdb.startswith("unix:") and not os.path.exists(ctx.ovsdb[5:])
+    if missing and not owned["ovs_ports"]:
+        return []
     try:
         ports = _call(ctx, client(ctx).ports_with_external_id, OVS_OWNER_KEY)
     except OvsdbError as exc:
-        # No OVS on this host (its socket is not there) and no record uses
-        # OVS: nothing of ours can be in it. Otherwise an unread OVSDB may
-        # hold our ports, and saying "nothing found" would hide an outage.
-        missing = ctx.ovsdb.startswith("unix:") and not os.path.exists(ctx.ovsdb[5:])
-        if missing and not owned["ovs_ports"]:
-            return []
         raise HostError(None, "gc ovsdb", f"cannot read OVSDB at {ctx.ovsdb}: {exc}") from exc
     return [{"kind": "ovs_port", "name": n, "owner": (st or {}).get("external_ids", {}).get(OVS_OWNER_KEY, "")}
             for n, st in sorted(ports.items()) if n not in owned["ovs_ports"]]

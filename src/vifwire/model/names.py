@@ -18,6 +18,15 @@ def derive(prefix: str, port_id: str) -> str:
     return (prefix + port_id)[:NIC_NAME_LEN]
 
 
+def host_mac(port_id: str) -> str:
+    """A locally administered unicast MAC (``06:``...) for a port's host end,
+    derived from its id, so that it can be reported before the device exists."""
+    import hashlib
+
+    raw = hashlib.sha256(b"host-end/" + port_id.encode()).digest()[:5]
+    return "06:" + ":".join(f"{b:02x}" for b in raw)
+
+
 def tin_for(devname: str) -> str:
     """nova-lxd's guest end: the devname with ``tap`` replaced by ``tin``."""
     if devname.startswith("tap"):

@@ -232,6 +232,8 @@ def _plan_lxd(b: Binding, f: HostFacts):
     veth = Step(op="veth", args={"name": tap, "peer": tin, "mtu": mtu, "peer_netns": f.guest_netns,
                                 "peer_mac": b.mac, "owner": b.port_id},
                 why="tap end on the host, tin end for the container, made before it exists")
+    if f.guest_ip:  # the host end's MAC is part of a CNI result: known before the device exists
+        veth.args["host_mac"] = names.host_mac(b.port_id)
     if isinstance(spec, OvsSpec):
         choice, reason = _choose_ovs(b, spec, f)
         steps = _ovs_bridge_steps(spec, f)

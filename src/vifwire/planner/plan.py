@@ -8,9 +8,9 @@ binding being available any more.
 Host step kinds (``Step.op``, a :class:`StepKind`) and their ``args``:
 
 ``tap``          name, mac?, mtu?, multiqueue - a persistent tap, up
-``veth``         name, peer, mtu?, peer_netns?, peer_mac? - a veth pair, both ends
-                 up; the peer (``tin``, the guest end) gets the guest's MAC and is
-                 created directly in ``peer_netns`` when given
+``veth``         name, peer, mtu?, peer_netns?, peer_mac?, host_mac? - a veth pair,
+                 both ends up; the peer (``tin``, the guest end) gets the guest's
+                 MAC and is created directly in ``peer_netns`` when given
 ``bridge``       name, mtu?, shared - ensure a Linux bridge (fwd delay 0, STP off,
                  no IPv6); ``shared`` bridges outlive the port and are removed
                  only with the last port, and only if vifwire created them

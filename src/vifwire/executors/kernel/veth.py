@@ -99,14 +99,17 @@ class VethHandler(ViewVerifier):
         name, peer, mtu = a["name"], a["peer"], mtu_of(a)
         mark = wanted_mark(step, ctx.port_id)
         guest_mac = a.get("peer_mac")  # the tin end is the guest's NIC
+        host_mac = a.get("host_mac")
         if pns.fd is None:
-            body, later, host_ends = _veth_body(name, peer, mtu, second_mac=guest_mac), peer, [peer, name]
+            body, later, host_ends = (_veth_body(name, peer, mtu, first_mac=host_mac, second_mac=guest_mac), peer,
+                                      [peer, name])
         else:
             # The guest end is the device of the request, created directly in
             # the guest namespace and up; the host end is its peer, made here.
             # (Bringing a device up needs a socket in its namespace: on this
             # kernel IFLA_TARGET_NETNSID on a set request *moves* the device.)
-            body, later, host_ends = _veth_body(peer, name, mtu, pns.fd, first_mac=guest_mac), name, [name]
+            body, later, host_ends = (_veth_body(peer, name, mtu, pns.fd, first_mac=guest_mac, second_mac=host_mac),
+                                      name, [name])
         for attempt in range(3):
             try:
                 ch.new_link(body)

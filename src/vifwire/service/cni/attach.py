@@ -195,11 +195,11 @@ class CniService:
         pid = attachment_id(inv.container_id, inv.ifname)
         if conf.prev_result is None:
             raise CniError(INVALID_CONFIG, "prevResult: CHECK needs the result of the ADD")
-        ipam.run("CHECK", conf_text, conf.ipam["type"], inv.env, inv.path)
         rec = self.backend.record(pid)
         if rec is None:
             raise CniError(UNKNOWN_CONTAINER, f"container {inv.container_id} has no vifwire attachment "
                                               f"{inv.ifname} on network {conf.name}")
+        ipam.run("CHECK", conf_text, conf.ipam["type"], inv.env, inv.path)
         lines = list(self.backend.check([pid]).drift.get(pid, []))
         lines += prev_result_drift(conf.prev_result, inv, rec)
         if lines:
@@ -209,7 +209,13 @@ class CniService:
     # ------------------------------------------------------- STATUS and GC
 
     def status(self, inv: Invocation, conf: NetConf, conf_text: str) -> None:
+        """Ready when an ADD could succeed: the IPAM plugin is there (and, if it
+        knows STATUS, says so) and the records can be read (SPEC.md, "STATUS")."""
         if conf.ipam.get("type"):
+            try:
+                ipam.find(conf.ipam["type"], inv.path)
+            except CniError as e:
+                raise CniError(NOT_AVAILABLE, e.msg) from None
             try:
                 ipam.run("STATUS", conf_text, conf.ipam["type"], inv.env, inv.path)
             except CniError as e:
@@ -257,6 +263,10 @@ class CniService:
 def ours(inv: Invocation, plan: Plan, ipam_result: dict[str, Any]) -> dict[str, Any]:
     """This attachment's result (1.0.0 form): host end, container end, what the guest got."""
     guest = next((s for s in plan.steps if s.op == "guest_ip"), None)
+    veth = next((s for s in plan.steps if s.op == "veth"), None)
+    host_end: dict[str, Any] = {"name": plan.devname}
+    if veth is not None and veth.args.get("host_mac"):
+        host_end["mac"] = veth.args["host_mac"]
     addresses = guest.args["addresses"] if guest else []
     routes = guest.args["routes"] if guest else []
     gws = {4: None, 6: None}
@@ -271,7 +281,7 @@ def ours(inv: Invocation, plan: Plan, ipam_result: dict[str, Any]) -> dict[str, 
             ip["gateway"] = gw
         ips.append(ip)
     out: dict[str, Any] = {
-        "interfaces": [{"name": plan.devname}, {"name": inv.ifname, "mac": plan.mac, "sandbox": inv.netns}],
+        "interfaces": [host_end, {"name": inv.ifname, "mac": plan.mac, "sandbox": inv.netns}],
         "ips": ips,
         "routes": [{"dst": r["dst"], **({"gw": r["gw"]} if r.get("gw") else {})} for r in routes],
     }
