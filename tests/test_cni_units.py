@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from vifwire.errors import VifError
 from vifwire.model.loader import validate_vif
@@ -140,3 +141,33 @@ def test_prev_result_is_extended_in_a_chain():
     out = attach.merge(prev, mine)
     assert [i["name"] for i in out["interfaces"]] == ["lo0", "vfw", "eth0"]
     assert out["ips"][1] == {"address": "10.5.0.7/32", "interface": 2} and out["ips"][0] == prev["ips"][0]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=20)
+
+
+@given(_json_values)
+@settings(max_examples=300, deadline=None)
+def test_the_thin_paths_json_agrees_with_json(value):
+    """vifwire.cni.wire (the C accelerator without `import json`) reads and
+    writes exactly what json does."""
+    from vifwire.cni import wire
+
+    assert json.loads(wire.dumps(value)) == value
+    assert wire.loads(json.dumps(value, indent=1)) == value
+
+
+@given(st.text(max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_the_thin_paths_json_refuses_what_json_refuses(text):
+    from vifwire.cni import wire
+
+    try:
+        want = json.loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            wire.loads(text)
+    else:
+        assert wire.loads(text) == want or want != want  # NaN is never equal to itself

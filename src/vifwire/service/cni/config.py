@@ -24,7 +24,6 @@ _CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 _NET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 MODES = ("routed", "bridge", "ovs")
 DEFAULT_BRIDGE = {"bridge": "vifwire0", "ovs": "br-int"}
-DEFAULT_AGENT = "/run/vifwire/agent.sock"
 DEFAULT_STATE = "/var/lib/vifwire/state.db"
 GC_KEY = "cni.dev/valid-attachments"
 
@@ -160,12 +159,3 @@ def _valid(d: dict) -> tuple[tuple[str, str], ...] | None:
             raise CniError(INVALID_CONFIG, f"{GC_KEY}[{i}]: needs string containerID and ifname")
         out.append((item["containerID"], item["ifname"]))
     return tuple(out)
-
-
-def agent_socket(conf_agent: str | None) -> str | None:
-    """The agent socket to use: the configured one, else the default if it exists."""
-    if conf_agent == "":
-        return None
-    if conf_agent:
-        return conf_agent
-    return DEFAULT_AGENT if os.path.exists(DEFAULT_AGENT) else None

@@ -30,19 +30,20 @@ def asked_version(text: str) -> str:
 def invoke(env: Mapping[str, str], text: str,
            backend: Callable[[NetConf], Any]) -> tuple[int, dict[str, Any] | None]:
     """``(exit code, output)``; ``backend(conf)`` gives the wiring back end to use."""
-    from vifwire.service.cni.attach import CniService, error_output
-
     version = asked_version(text)
     try:
         inv = invocation(env)
         if inv.command == "VERSION":
             return 0, version_result(version)
         conf = netconf(text, inv.command)
+        from vifwire.service.cni.attach import CniService
         out = CniService(backend(conf)).run(inv, conf, text)
         return 0, out
     except CniError as e:
         log.info("cni %s: error %d: %s", env.get("CNI_COMMAND", "?"), e.code, e.msg)
         return 1, e.to_json(version)
     except Exception as e:  # noqa: BLE001 - a plugin answers with an error result, never a traceback
+        from vifwire.service.cni.attach import error_output
+
         log.exception("cni %s failed", env.get("CNI_COMMAND", "?"))
         return 1, error_output(e, version)
