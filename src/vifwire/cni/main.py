@@ -66,6 +66,18 @@ def via_agent(sock: str, env: dict[str, str], text: str) -> tuple[int, dict | No
     return 1, _error(code, f"agent {sock} answered {status}: {line or 'no error line'}", text)
 
 
+def version(text: str) -> tuple[int, dict]:
+    """VERSION: the supported versions, echoing the one asked for (SPEC.md, "VERSION")."""
+    from vifwire.cni import wire
+    from vifwire.service.cni.spec import version_result
+
+    try:
+        asked = wire.loads(text).get("cniVersion") if text.strip() else None
+    except (ValueError, AttributeError):
+        asked = None
+    return 0, version_result(asked if isinstance(asked, str) else None)
+
+
 def _error(code: int, msg: str, text: str) -> dict:
     from vifwire.cni import wire
 
@@ -108,12 +120,15 @@ def main() -> None:
         text = ""
     env = {k: v for k, v in os.environ.items() if k.startswith("CNI_")}
     answer = None
-    if env.get("CNI_COMMAND") not in (None, "", "VERSION"):
+    command = env.get("CNI_COMMAND")
+    if command == "VERSION":  # asked before every use of a network (podman): kept as light as the thin path
+        answer = version(text)
+    elif command:
         sock = agent_socket(text)
         if sock:
             answer = via_agent(sock, env, text)
     if answer is None:
-        answer = in_process(env, text)  # also VERSION and every input error
+        answer = in_process(env, text)  # every input error too
     code, output = answer
     if output is not None:
         from vifwire.cni import wire

@@ -8,8 +8,6 @@ agent client and nothing else.
 
 from __future__ import annotations
 
-import json
-
 
 #: The versions vifwire speaks; STATUS and GC exist from 1.1.0 on (SPEC.md, "Version").
 VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
@@ -74,6 +72,8 @@ def version_result(asked: str | None) -> dict[str, Any]:
 
 
 def decode(text: str, what: str = "network configuration") -> dict[str, Any]:
+    import json  # here, not at the top: the plugin answers VERSION without it (docs/cni.md)
+
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
