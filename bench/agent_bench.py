@@ -100,6 +100,8 @@ from typing import Any
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
+import benchkit  # noqa: E402 - percentiles, cells, namespace emptying shared by the benches
+from benchkit import ms, no_signals, p50  # noqa: E402
 import service_bench  # noqa: E402 - the routed floor's stand-in nft tables and elements (stdlib-only import)
 from osvif import OSVIF_PY, PROLOGUE, ROOT, ensure_osvif  # noqa: E402 - os-vif's venv and script start
 
@@ -341,23 +343,8 @@ def links(ns: str) -> dict[str, int]:
 
 def empty_ns(ns: str) -> None:
     """Delete every link but lo in one group delete (cheap namespace removal)."""
-    if not netns.exists(ns):
-        return
-    names = [n for n in links(ns) if n != "lo"]
-    if names:
-        batch = "".join(f"link set {n} group {GROUP}\n" for n in names) + f"link del group {GROUP}\n"
-        subprocess.run(["ip", "-n", ns, "-force", "-batch", "-"], input=batch, capture_output=True, text=True,
-                       timeout=300)
-
-
-@contextlib.contextmanager
-def no_signals():
-    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
+    if netns.exists(ns):
+        benchkit.empty_ns(ns, list(links(ns)), GROUP)
 
 
 @contextlib.contextmanager
@@ -411,16 +398,8 @@ class Results:
                 "notes": self.notes}
 
 
-def p50(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
-
-
 def p99(xs: list[float]) -> float | None:
-    if not xs:
-        return None
-    if len(xs) < 2:
-        return xs[0]
-    return statistics.quantiles(xs, n=100, method="inclusive")[98]
+    return benchkit.pct(xs, 99)
 
 
 # --------------------------------------------------------------------------- os-vif (per-plug timing)
@@ -1157,10 +1136,6 @@ class Bench:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def ms(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x * 1e3:.{digits}f}"
 
 
 def report(res: Results, a, thin_cli: bool) -> tuple[str, list[dict]]:

@@ -81,7 +81,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +89,10 @@ from typing import Any
 
 from vifwire.sandbox import netns
 from vifwire.sandbox.ovs_daemon import PrivateOVS
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchkit  # noqa: E402 - percentiles, cells, namespace emptying shared by the benches
+from benchkit import ms, no_signals, p50  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
@@ -312,33 +315,12 @@ def host_routes(ns: str) -> set[tuple[str, str, str, str]]:
 
 def empty_ns(ns: str) -> None:
     """Delete every link but lo (so the namespace's removal is cheap and synchronous)."""
-    if not netns.exists(ns):
-        return
-    names = [n for n in host_links(ns) if n != "lo"]
-    if names:
-        grp = 0x7677FFFC
-        batch = "".join(f"link set {n} group {grp}\n" for n in names) + f"link del group {grp}\n"
-        subprocess.run(["ip", "-n", ns, "-force", "-batch", "-"], input=batch, capture_output=True, text=True,
-                       timeout=300)
-
-
-# --------------------------------------------------------------------------- stats
-
-
-def p50(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
+    if netns.exists(ns):
+        benchkit.empty_ns(ns, list(host_links(ns)), 0x7677FFFC)
 
 
 def p90(xs: list[float]) -> float | None:
-    if not xs:
-        return None
-    if len(xs) < 2:
-        return xs[0]
-    return statistics.quantiles(xs, n=10, method="inclusive")[8]
-
-
-def ms(x: float | None, d: int = 2) -> str:
-    return "-" if x is None else f"{x * 1e3:.{d}f}"
+    return benchkit.pct(xs, 90)
 
 
 def interrupted() -> bool:
@@ -662,16 +644,6 @@ class Row:
 
 
 # --------------------------------------------------------------------------- run
-
-
-@contextlib.contextmanager
-def no_signals():
-    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
 
 
 def log(msg: str) -> None:

@@ -1,0 +1,52 @@
+"""Small pieces every benchmark here needs the same way: percentiles in
+seconds, millisecond cells, emptying a namespace cheaply, and a section
+that ^C cannot interrupt (so clean-up finishes)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import statistics
+import subprocess
+
+from vifwire.sandbox import netns
+
+
+def p50(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def pct(xs: list[float], q: int) -> float | None:
+    """The q-th percentile (1-99), inclusive method; the value itself for one sample."""
+    if not xs:
+        return None
+    if len(xs) < 2:
+        return xs[0]
+    return statistics.quantiles(xs, n=100, method="inclusive")[q - 1]
+
+
+def ms(x: float | None, digits: int = 2) -> str:
+    """Seconds as a millisecond cell ('-' for none)."""
+    return "-" if x is None else f"{x * 1e3:.{digits}f}"
+
+
+def empty_ns(ns: str, names: list[str], group: int) -> None:
+    """Delete ``names`` (every link but lo) in one link-group delete, so that
+    removing the namespace afterwards is cheap and synchronous."""
+    if not netns.exists(ns):
+        return
+    names = [n for n in names if n != "lo"]
+    if names:
+        batch = "".join(f"link set {n} group {group}\n" for n in names) + f"link del group {group}\n"
+        subprocess.run(["ip", "-n", ns, "-force", "-batch", "-"], input=batch, capture_output=True, text=True,
+                       timeout=300)
+
+
+@contextlib.contextmanager
+def no_signals():
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
