@@ -1243,15 +1243,11 @@ def report(res: Results, a, thin_cli: bool) -> tuple[str, list[dict]]:
 
 
 def loadavg() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    return "?"
+    return benchkit.loadavg()
 
 
 def tree_state() -> str:
-    r = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True)
-    return f"tree {r.stdout.strip() or '?'}"
+    return f"tree {benchkit.tree_state(ROOT)}"
 
 
 def main() -> int:

@@ -50,3 +50,17 @@ def no_signals():
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages (machines are noisy: every report says how noisy)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    return "?"
+
+
+def tree_state(root: str) -> str:
+    """``git describe --always --dirty`` of the tree measured."""
+    r = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return r.stdout.strip() or "?"

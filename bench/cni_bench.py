@@ -765,15 +765,11 @@ def condense(errors: list[str]) -> dict[str, int]:
 
 
 def loadavg() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    return "?"
+    return benchkit.loadavg()
 
 
 def tree_state() -> str:
-    r = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True)
-    return r.stdout.strip() or "?"
+    return benchkit.tree_state(ROOT)
 
 
 def main() -> int:
