@@ -18,13 +18,18 @@ def derive(prefix: str, port_id: str) -> str:
     return (prefix + port_id)[:NIC_NAME_LEN]
 
 
-def host_mac(port_id: str) -> str:
-    """A locally administered unicast MAC (``06:``...) for a port's host end,
-    derived from its id, so that it can be reported before the device exists."""
+def local_mac(first: int, seed: str) -> str:
+    """A locally administered unicast MAC: ``first`` (02, 06, ...) and 5 bytes of SHA-256 of ``seed``."""
     import hashlib
 
-    raw = hashlib.sha256(b"host-end/" + port_id.encode()).digest()[:5]
-    return "06:" + ":".join(f"{b:02x}" for b in raw)
+    raw = hashlib.sha256(seed.encode()).digest()[:5]
+    return f"{first:02x}:" + ":".join(f"{b:02x}" for b in raw)
+
+
+def host_mac(port_id: str) -> str:
+    """A port's host end MAC (``06:``...), derived from its id, so that it can
+    be reported before the device exists (a CNI result names it)."""
+    return local_mac(0x06, "host-end/" + port_id)
 
 
 def tin_for(devname: str) -> str:

@@ -11,8 +11,6 @@ or the agent's writer, so both paths plan and record the same way.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
@@ -61,9 +59,10 @@ def host_ifname(port_id: str) -> str:
 
 
 def guest_mac(port_id: str) -> str:
-    """A locally administered unicast MAC (02:...) derived from the attachment."""
-    raw = hashlib.sha256(port_id.encode()).digest()[:5]
-    return "02:" + ":".join(f"{b:02x}" for b in raw)
+    """The container end's MAC unless the runtime asks for one: 02: and a hash of the attachment."""
+    from vifwire.model.names import local_mac
+
+    return local_mac(0x02, port_id)
 
 
 def facts_for(conf: NetConf, inv: Invocation) -> HostFacts:
@@ -129,10 +128,10 @@ class CniService:
 
     def run(self, inv: Invocation, conf: NetConf, conf_text: str) -> dict[str, Any] | None:
         """The result to print (None: nothing, as DEL and GC print); raises :class:`CniError`."""
-        handler = {"ADD": self.add, "DEL": self.delete, "CHECK": self.check, "STATUS": self.status,
-                   "GC": self.gc}.get(inv.command)
-        if handler is None:
+        if inv.command == "VERSION":
             return version_result(conf.version)
+        handler = {"ADD": self.add, "DEL": self.delete, "CHECK": self.check, "STATUS": self.status,
+                   "GC": self.gc}[inv.command]
         return handler(inv, conf, conf_text)
 
     # ----------------------------------------------------------------- ADD
@@ -328,7 +327,3 @@ def error_output(exc: BaseException, version: str) -> dict[str, Any]:
     if isinstance(exc, CniError):
         return exc.to_json(version)
     return CniError(INTERNAL, f"internal error: {exc.__class__.__name__}: {exc}").to_json(version)
-
-
-def dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=1)
