@@ -81,7 +81,8 @@ def cli() -> None:
     Exit codes: 0 ok, 2 invalid input, 3 drift (check), 1 other failure.
     -v/--verbose (repeatable) and --log-level work on every command.
 
-    Container runtimes (podman, containerd, CRI-O) use the CNI plugin
+    \b
+    Container runtimes (podman, containerd, CRI-O): the CNI plugin
     vifwire-cni, installed beside this command (docs/cni.md); its
     attachments show up in list, check and gc like any other port.
     """
