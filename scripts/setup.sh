@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(iproute2 iputils-ping nftables libnftables1 openvswitch-switch libvirt-clients libxml2-utils python3-venv
-      podman runc containernetworking-plugins busybox-static)
+      podman runc containernetworking-plugins busybox-static etcd-server etcd-client openssl)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -43,6 +43,7 @@ class Agent:
         self._ready = threading.Event()
         self._servers: list = []
         self.repairer = None
+        self.fleet = None
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -81,6 +82,8 @@ class Agent:
         perms = Permissions(self.config.socket_group)
         self.svc.host  # the namespace must exist before anything listens
         self.svc.store.check_writable()
+        if self.config.fleet is not None:
+            self._claim_fleet()
         api = UnixApiServer(self.config.socket, self.api.handle, perms, perms.gid)
         self._servers.append(api)
         serve_in_thread(api, "vifwire-api")
@@ -98,6 +101,23 @@ class Agent:
         self._ready.set()
         log.info("ready: start-up reconcile took %.1f ms", took * 1e3)
         self.repairer.start()
+        if self.fleet is not None:
+            self.fleet.start()
+
+    def _claim_fleet(self) -> None:
+        """Fleet mode: one agent per host name (raises UsageError if another is alive)."""
+        from vifwire.agent.fleet import AnotherAgent, FleetSync
+        from vifwire.errors import UsageError
+        from vifwire.fleetkit.etcd import EtcdError
+
+        self.fleet = FleetSync(self, self.config.fleet)
+        try:
+            self.fleet.claim()
+        except AnotherAgent as exc:
+            raise UsageError(str(exc)) from None
+        except EtcdError as exc:
+            log.warning("fleet: etcd not reachable at start (%s): serving the local API, retrying", exc)
+            self.metrics.etcd_connected(False)
 
     def stop(self) -> None:
         """Stop accepting, finish in-flight changes, close everything."""
@@ -107,6 +127,8 @@ class Agent:
         self.events.wake_all()
         for s in self._servers:
             s.shutdown()
+        if self.fleet is not None:
+            self.fleet.stop()
         if self.repairer is not None:
             self.repairer.stop()
         self.writer.stop()

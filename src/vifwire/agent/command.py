@@ -36,12 +36,21 @@ def _addr(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
               help="Drift of recorded ports: put it back (auto) or only report it (events, metrics).")
 @click.option("--resync-interval", type=click.FloatRange(0.2, 86400), default=30.0, show_default=True,
               metavar="SECONDS", help="Check every recorded port this often (netlink changes are seen at once).")
+@click.option("--etcd", envvar="VIFWIRE_ETCD", default=None, metavar="URL[,URL...]",
+              help="Fleet mode: converge to this host's desired ports in etcd and report status there "
+                   "(docs/fleet.md). [env VIFWIRE_ETCD]")
+@click.option("--host", "fleet_host", envvar="VIFWIRE_HOST", default=None, metavar="NAME",
+              help="Fleet mode: this host's name in etcd (default: the hostname). [env VIFWIRE_HOST]")
+@click.option("--etcd-cacert", default=None, metavar="FILE", help="CA bundle that signed etcd's certificate.")
+@click.option("--etcd-cert", default=None, metavar="FILE", help="Client certificate for etcd.")
+@click.option("--etcd-key", default=None, metavar="FILE", help="Key of the client certificate.")
 @host_options
 @opt.guest_options
 @opt.host_fact_options
 @verbose_options
 def agent(socket_path: str, socket_group: str | None, metrics_addr: tuple[str, int] | None, repair: str,
-          resync_interval: float, **kw: Any) -> None:
+          resync_interval: float, etcd: str | None, fleet_host: str | None, etcd_cacert: str | None,
+          etcd_cert: str | None, etcd_key: str | None, **kw: Any) -> None:
     """Run the per-host agent: the wiring service, always warm, behind an API.
 
     Serves HTTP/1.1 + JSON on a Unix socket (GET /v1/openapi.json describes
@@ -72,8 +81,30 @@ def agent(socket_path: str, socket_group: str | None, metrics_addr: tuple[str, i
     cfg = AgentConfig(socket=socket_path, netns=kw.get("netns"), state=kw.get("state"), ovsdb=kw.get("ovsdb"),
                       ovs_timeout=kw.get("ovs_timeout") or 10.0, socket_group=socket_group,
                       metrics_addr=metrics_addr, repair=repair, resync_interval=resync_interval,
-                      facts=opt.facts_from(kw), guest=opt.guest_from(kw))
+                      facts=opt.facts_from(kw), guest=opt.guest_from(kw),
+                      fleet=_fleet(etcd, fleet_host, etcd_cacert, etcd_cert, etcd_key))
     Agent(cfg).run()
+
+
+def _fleet(etcd: str | None, host: str | None, cacert: str | None, cert: str | None, key: str | None):
+    if not etcd:
+        if host or cacert or cert or key:
+            raise click.BadParameter("needs --etcd (fleet mode)", param_hint="--host/--etcd-*")
+        return None
+    import socket
+
+    from vifwire.agent.fleet import FleetConfig
+    from vifwire.fleetkit import keys
+
+    host = host or socket.gethostname()
+    try:
+        keys.check_host(host)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host") from None
+    if bool(cert) != bool(key):
+        raise click.BadParameter("give both --etcd-cert and --etcd-key", param_hint="--etcd-cert")
+    urls = tuple(u.strip() for u in etcd.split(",") if u.strip())
+    return FleetConfig(urls=urls, host=host, cacert=cacert, cert=cert, key=key)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from vifwire.planner.facts import HostFacts
 from vifwire.renderers.options import GuestOptions
 
 if TYPE_CHECKING:
+    from vifwire.agent.fleet import FleetConfig
     from vifwire.agent.events import EventLog
     from vifwire.agent.metrics import AgentMetrics
     from vifwire.agent.writer import Writer
@@ -37,6 +38,7 @@ class AgentConfig:
     resync_interval: float = 30.0  # full check this often, besides netlink notifications
     facts: HostFacts = field(default_factory=HostFacts)
     guest: GuestOptions = field(default_factory=GuestOptions)
+    fleet: FleetConfig | None = None  # fleet mode: desired ports from etcd (docs/fleet.md)
 
 
 class AgentHandle(Protocol):

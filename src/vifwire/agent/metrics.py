@@ -93,6 +93,8 @@ class AgentMetrics:
                                           "Time waiting for ovs-vswitchd to report ports up", buckets=_BUCKETS,
                                           registry=r)
         self.rounds = Counter("vifwire_writer_rounds", "Group-commit rounds run by the writer", registry=r)
+        self.etcd_up = Gauge("vifwire_etcd_connected", "Fleet mode: 1 while the agent can read etcd",
+                             registry=r)
         if readings is not None:
             r.register(_HostCollector(readings))
 
@@ -121,6 +123,10 @@ class AgentMetrics:
 
     def repaired(self, n: int) -> None:
         self.drift_repaired.inc(n)
+
+    def etcd_connected(self, up: bool) -> None:
+        """Fleet mode: whether the agent can read its desired ports (docs/fleet.md)."""
+        self.etcd_up.set(1 if up else 0)
 
     def reconciled(self, seconds: float) -> None:
         self.reconcile_seconds.set(seconds)

@@ -34,6 +34,7 @@ COMMANDS = {
     "gc": ("vifwire.cli.wiring", "gc"),
     "up": ("vifwire.cli.up", "up"),
     "state": ("vifwire.cli.state", "state"),
+    "fleet": ("vifwire.cli.fleet", "fleet"),
     # another front end's own command, found by name (a plugin, like git's and
     # kubectl's): the CLI does not import the agent
     "agent": ("vifwire.agent.command", "agent"),

@@ -66,8 +66,8 @@ def plug(ctx: click.Context, file: Any, agent: str | None, as_json: bool, instan
     if agent:
         client = agent_client(ctx, agent)
         given = explicit(ctx, FACT_OPTIONS + GUEST_OPTIONS)
-        ports = client.plug(opt.read_input(file), {k: _fact(k, kw[k]) for k in FACT_OPTIONS if k in given},
-                            {k: _guest(k, kw[k]) for k in GUEST_OPTIONS if k in given}, wait=wait, instance=instance,
+        ports = client.plug(opt.read_input(file), {k: fact_json(k, kw[k]) for k in FACT_OPTIONS if k in given},
+                            {k: guest_json(k, kw[k]) for k in GUEST_OPTIONS if k in given}, wait=wait, instance=instance,
                             origin=getattr(file, "name", "<input>"))
         show_plug(ports, as_json)
         return
@@ -84,11 +84,13 @@ def plug(ctx: click.Context, file: Any, agent: str | None, as_json: bool, instan
     show_plug([r.to_json() for r in results], as_json)
 
 
-def _fact(name: str, value: Any) -> Any:
+def fact_json(name: str, value: Any) -> Any:
+    """A host-fact option's value as the agent's API (and fleet mode's keys) take it."""
     return bool(value) if name == "firewall" else value
 
 
-def _guest(name: str, value: Any) -> Any:
+def guest_json(name: str, value: Any) -> Any:
+    """A guest option's value as the agent's API (and fleet mode's keys) take it."""
     if name in ("rx_queue_size", "tx_queue_size"):
         return int(value) if value else None
     if name in ("bandwidth_in", "bandwidth_out"):
