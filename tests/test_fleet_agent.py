@@ -134,3 +134,19 @@ def test_etcd_outage_tears_nothing_down(fleet_host):
     _apply(etcd, tmp, [port(6)])
     _fleet(etcd, "status", "--host", "hv1", "--wait", "60")
     assert len(_taps(ns)) == 6
+
+
+def test_controller_commands_refuse_bad_input_with_one_line(fleet_host):
+    etcd, ns, agent, tmp = fleet_host
+    bad = tmp / "bad.json"
+    bad.write_text(json.dumps([dict(port(1), mac_address="nope")]))
+    p = _fleet(etcd, "apply", str(bad), "--host", "hv1", check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "mac_address" in p.stderr, p.stderr
+    assert _statuses(etcd, "hv1") == []  # nothing was written
+    p = _fleet(etcd, "apply", str(bad), "--host", "a/b", check=False)
+    assert p.returncode == 2 and "--host" in p.stderr, p.stderr
+    p = subprocess.run([VIFWIRE, "fleet", "status", "--etcd", "http://127.0.0.1:9"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    hosts = json.loads(_fleet(etcd, "hosts", "--json").stdout)
+    assert [h["host"] for h in hosts] == ["hv1"]
