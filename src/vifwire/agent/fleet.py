@@ -265,9 +265,8 @@ class FleetSync:
                 log.warning("fleet: unplug problems: %s", "; ".join(res.problems))
         if to_plug:
             statuses.update(self._plug(to_plug))
-        for pid in unchanged:
-            if full:
-                statuses.setdefault(pid, self._status_of_record(records[pid], desired[pid][1]))
+        for pid in unchanged:  # the same document written again has a new revision: report it current
+            statuses.setdefault(pid, self._status_of_record(records[pid], desired[pid][1]))
         self._write_status(statuses)
         if to_plug or to_unplug:
             log.info("fleet: %d plugged, %d unplugged, %d unchanged", len(to_plug), len(to_unplug), len(unchanged))
