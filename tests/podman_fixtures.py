@@ -1,6 +1,6 @@
 """Real podman 4.3 (CNI backend) for tests, inside a network namespace the test creates.
 
-The traps (docs in /work/shared/recipes/README.md, "podman 4.3 with CNI"):
+The traps of running podman 4.3 with the CNI backend inside a test namespace:
 every podman command of a test goes through ONE long-lived mount namespace
 (``ip netns exec NS unshare -m``), in which
 
