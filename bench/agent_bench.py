@@ -325,20 +325,11 @@ def run_proc(argv: list[str], timeout: float = 600.0) -> tuple[float, subprocess
 
 
 def prepare_host(ns: str) -> None:
-    """A routed host: the gateway address on lo, IPv6 forwarding on (routed IPv6 needs it)."""
-    subprocess.run(["ip", "-n", ns, "addr", "add", f"{GW4}/32", "dev", "lo"], check=True, capture_output=True)
-    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"], check=True)
+    benchkit.prepare_routed_host(ns, GW4)
 
 
 def links(ns: str) -> dict[str, int]:
-    """name -> ifindex of every link in ``ns``."""
-    out = subprocess.run(["ip", "-n", ns, "-o", "link", "show"], capture_output=True, text=True).stdout
-    res = {}
-    for ln in out.splitlines():
-        parts = ln.split(":", 2)
-        if len(parts) >= 2:
-            res[parts[1].strip().split("@")[0]] = int(parts[0])
-    return res
+    return benchkit.links(ns)
 
 
 def empty_ns(ns: str) -> None:

@@ -64,3 +64,20 @@ def tree_state(root: str) -> str:
     """``git describe --always --dirty`` of the tree measured."""
     r = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"], capture_output=True, text=True)
     return r.stdout.strip() or "?"
+
+
+def links(ns: str) -> dict[str, int]:
+    """name -> ifindex of every link in ``ns``."""
+    out = subprocess.run(["ip", "-n", ns, "-o", "link", "show"], capture_output=True, text=True).stdout
+    res = {}
+    for ln in out.splitlines():
+        parts = ln.split(":", 2)
+        if len(parts) >= 2:
+            res[parts[1].strip().split("@")[0]] = int(parts[0])
+    return res
+
+
+def prepare_routed_host(ns: str, gw4: str) -> None:
+    """A routed host: the gateway address on lo, IPv6 forwarding on (routed IPv6 needs it)."""
+    subprocess.run(["ip", "-n", ns, "addr", "add", f"{gw4}/32", "dev", "lo"], check=True, capture_output=True)
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"], check=True)

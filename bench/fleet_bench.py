@@ -359,20 +359,11 @@ class Agent:
 
 
 def prepare_host(ns: str) -> None:
-    """A routed host (as bench/agent_bench.py): the gateway address on lo, IPv6 forwarding on."""
-    subprocess.run(["ip", "-n", ns, "addr", "add", f"{GW4}/32", "dev", "lo"], check=True, capture_output=True)
-    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"], check=True)
+    benchkit.prepare_routed_host(ns, GW4)
 
 
 def links(ns: str) -> dict[str, int]:
-    """name -> ifindex of every link in ``ns``."""
-    out = subprocess.run(["ip", "-n", ns, "-o", "link", "show"], capture_output=True, text=True).stdout
-    res = {}
-    for ln in out.splitlines():
-        parts = ln.split(":", 2)
-        if len(parts) >= 2:
-            res[parts[1].strip().split("@")[0]] = int(parts[0])
-    return res
+    return benchkit.links(ns)
 
 
 def taps(ns: str) -> dict[str, int]:

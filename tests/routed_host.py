@@ -80,10 +80,10 @@ def _ifnames(e) -> list[str]:
     return []
 
 
-def expected_elements_per_port(tmp_path) -> int:
-    """How many filter elements one such port has, plugged alone."""
-    with netns.sandbox("cc1") as ns, WiringService(netns=ns, state=str(tmp_path / "one.db")) as svc:
-        [b] = load_documents([port(1)])
+def expected_elements_per_port(tmp_path, doc: dict | None = None) -> int:
+    """How many filter elements one such port (``doc``, default a routed tap) has, plugged alone."""
+    with netns.sandbox("cc1") as ns, WiringService(netns=ns, state=os.path.join(str(tmp_path), "one.db")) as svc:
+        [b] = load_documents([doc or port(1)])
         [r] = svc.plug([b], HostFacts())
         assert r.ok, r.error
         n = host_state(ns)["elements"][b.devname]

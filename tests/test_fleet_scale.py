@@ -437,18 +437,7 @@ def assert_kept(before: dict, after: dict, unchanged: set[str]) -> None:
 
 def elements_of_one_bridge_port(tmp: str) -> int:
     """How many filter elements one Linux-bridge port has, plugged alone."""
-    from vifwire.model.loader import load_documents
-    from vifwire.planner.facts import HostFacts
-    from vifwire.service import WiringService
-
-    with netns.sandbox("fsb") as ns, WiringService(netns=ns, state=os.path.join(tmp, "one.db")) as svc:
-        [b] = load_documents([doc(2, 2)])
-        [r] = svc.plug([b], HostFacts())
-        assert r.ok, r.error
-        n = host_state(ns)["elements"][b.devname]
-        svc.unplug(all_ports=True)
-    assert n > 0
-    return n
+    return expected_elements_per_port(tmp, doc(2, 2))
 
 
 @pytest.fixture(scope="module")
