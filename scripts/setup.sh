@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(iproute2 iputils-ping nftables libnftables1 openvswitch-switch libvirt-clients libxml2-utils python3-venv
-      podman runc containernetworking-plugins busybox-static etcd-server etcd-client openssl)
+      podman runc containernetworking-plugins busybox-static etcd-server etcd-client openssl
+      libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 lxd lxd-client)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +25,10 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# libvirt's QEMU driver looks up its built-in user before it reads qemu.conf,
+# so the user must exist even though the tests run QEMU as root.
+id -u libvirt-qemu >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
