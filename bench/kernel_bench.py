@@ -23,6 +23,13 @@ Two kernel settings (``--ipv6``), applied to the sandbox namespace only:
 * ``off``: ``net.ipv6.conf.{all,default}.disable_ipv6=1`` in the sandbox, so
   the numbers show the device operations themselves.
 
+Each kind's steps carry what the planner gives that wiring: ``no_ipv6`` on
+the host-side ends that carry no address (vifwire writes ``disable_ipv6=1``
+before they come up); the floor does the nearest thing ``ip`` can, setting
+``addrgenmode none`` before the device comes up. ``tap`` is a routed tap for
+a guest with IPv6 addresses, so it keeps IPv6 (a tap has no carrier before
+its guest opens it).
+
 Every namespace is emptied (bulk removal, untimed for the floor) before it is
 deleted: the kernel tears a namespace down asynchronously, and 1000 leftover
 devices would otherwise be destroyed while the next measurement runs.
@@ -49,7 +56,7 @@ from dataclasses import dataclass, field
 from vifwire.executors import kernel as K
 from vifwire.executors.base import HostContext
 from vifwire.executors.registry import handler
-from vifwire.planner.plan import Plan, Step
+from vifwire.planner.plan import LINK_KINDS, Plan, Step
 from vifwire.sandbox import netns
 
 MTU = 1450
@@ -73,13 +80,25 @@ class Kind:
     setup: Callable[[str], None] = lambda ns: None  # prerequisites (not timed)
     note: str = ""
 
+    def owned_steps(self, i: int) -> list[Step]:
+        """VIF i's steps with the ``owner`` the planner gives link steps, so
+        that unplug removes the links it is measured removing."""
+        out = []
+        for st in self.steps(i):
+            if st.op in LINK_KINDS and not st.args.get("shared"):
+                st = Step(op=st.op, args={**st.args, "owner": f"p{i}"}, why=st.why)
+            out.append(st)
+        return out
+
 
 def _ip(ns: str, *args: str) -> None:
     subprocess.run(["ip", "-n", ns, *args], check=True)
 
 
 def _setup_bridge(ns: str) -> None:
-    _ip(ns, "link", "add", "br0", "mtu", str(MTU), "up", "type", "bridge", "forward_delay", "0", "stp_state", "0")
+    # made as the planner's bridge step makes a network's bridge (IPv6 off)
+    with HostContext(netns=ns) as ctx:
+        handler("bridge").apply(Step(op="bridge", args={"name": "br0", "mtu": MTU, "shared": True}), ctx)
 
 
 def _setup_source(ns: str) -> None:
@@ -98,17 +117,22 @@ KINDS = [
     ),
     Kind(
         "veth tap/tin",
-        lambda i: [Step(op="veth", args={"name": f"tap{i:05d}", "peer": f"tin{i:05d}", "mtu": MTU})],
+        lambda i: [Step(op="veth", args={"name": f"tap{i:05d}", "peer": f"tin{i:05d}", "mtu": MTU,
+                                         "no_ipv6": [f"tap{i:05d}", f"tin{i:05d}"]})],
         lambda i: [f"link add tap{i:05d} mtu {MTU} up type veth peer name tin{i:05d} mtu {MTU}",
+                   f"link set tap{i:05d} addrgenmode none", f"link set tin{i:05d} addrgenmode none",
                    f"link set tin{i:05d} up"],
         lambda i: [f"link del tap{i:05d}"],
+        note="a container's pair on the host, as planned for a routed port without IPv6 addresses",
     ),
     Kind(
         "veth + bridge",
         lambda i: [Step(op="bridge", args={"name": "br0", "mtu": MTU, "shared": True}),
-                   Step(op="veth", args={"name": f"tap{i:05d}", "peer": f"tin{i:05d}", "mtu": MTU}),
+                   Step(op="veth", args={"name": f"tap{i:05d}", "peer": f"tin{i:05d}", "mtu": MTU,
+                                         "no_ipv6": [f"tap{i:05d}", f"tin{i:05d}"]}),
                    Step(op="master", args={"name": f"tap{i:05d}", "master": "br0"})],
         lambda i: [f"link add tap{i:05d} mtu {MTU} up type veth peer name tin{i:05d} mtu {MTU}",
+                   f"link set tap{i:05d} addrgenmode none", f"link set tin{i:05d} addrgenmode none",
                    f"link set tin{i:05d} up", f"link set tap{i:05d} master br0"],
         lambda i: [f"link del tap{i:05d}"],
         setup=_setup_bridge,
@@ -117,19 +141,22 @@ KINDS = [
     Kind(
         "hybrid qbr+qvb/qvo",
         lambda i: [Step(op="bridge", args={"name": f"qbr{i:05d}", "mtu": MTU, "shared": False}),
-                   Step(op="veth", args={"name": f"qvb{i:05d}", "peer": f"qvo{i:05d}", "mtu": MTU}),
+                   Step(op="veth", args={"name": f"qvb{i:05d}", "peer": f"qvo{i:05d}", "mtu": MTU,
+                                         "no_ipv6": [f"qvb{i:05d}", f"qvo{i:05d}"]}),
                    Step(op="master", args={"name": f"qvb{i:05d}", "master": f"qbr{i:05d}"})],
-        lambda i: [f"link add qbr{i:05d} mtu {MTU} up type bridge forward_delay 0 stp_state 0",
+        lambda i: [f"link add qbr{i:05d} mtu {MTU} type bridge forward_delay 0 stp_state 0",
+                   f"link set qbr{i:05d} addrgenmode none up",
                    f"link add qvb{i:05d} mtu {MTU} up type veth peer name qvo{i:05d} mtu {MTU}",
+                   f"link set qvb{i:05d} addrgenmode none", f"link set qvo{i:05d} addrgenmode none",
                    f"link set qvo{i:05d} up", f"link set qvb{i:05d} master qbr{i:05d}"],
         lambda i: [f"link del qvb{i:05d}", f"link del qbr{i:05d}"],
-        note="vifwire also disables IPv6 on each qbr (a /proc write ip cannot do)",
     ),
     Kind(
         "macvtap",
         lambda i: [Step(op="macvtap", args={"name": f"mvt{i:05d}", "source": "src0", "mode": "bridge",
-                                            "mac": mac(i), "mtu": MTU})],
-        lambda i: [f"link add link src0 name mvt{i:05d} mtu {MTU} address {mac(i)} up type macvtap mode bridge"],
+                                            "mac": mac(i), "mtu": MTU, "no_ipv6": [f"mvt{i:05d}"]})],
+        lambda i: [f"link add link src0 name mvt{i:05d} mtu {MTU} address {mac(i)} type macvtap mode bridge",
+                   f"link set mvt{i:05d} addrgenmode none up"],
         lambda i: [f"link del mvt{i:05d}"],
         setup=_setup_source,
         note="source is a veth end (no dummy driver on this kernel)",
@@ -148,7 +175,7 @@ class Result:
 
 
 def _plug(ctx: HostContext, kind: Kind, n: int) -> float:
-    all_steps = [kind.steps(i) for i in range(n)]
+    all_steps = [kind.owned_steps(i) for i in range(n)]
     t = time.perf_counter()
     for steps in all_steps:
         for s in steps:
@@ -215,7 +242,7 @@ def _empty(ns: str, names: list[str]) -> None:
 
 
 def run_round(kind: Kind, n: int, sample: int, res: Result, ipv6: bool) -> None:
-    plans = [_plan(kind.steps(i), i) for i in range(n)]
+    plans = [_plan(kind.owned_steps(i), i) for i in range(n)]
     names = [d for p in plans for d in p.devices()]
     # vifwire: plug N, unplug a sample one by one, bulk-unplug the rest
     with _sandbox() as ns:

@@ -18,6 +18,7 @@ from vifwire.model.binding import (
     Binding, BridgeSpec, MacvtapSpec, OvsSpec, QbgSpec, TapSpec, VhostUserSpec,
 )
 from vifwire.planner.facts import LIBVIRT_VIRTUALPORT_MIN, HostFacts
+from vifwire.planner.lxd import lxd_steps, lxd_takes_peer
 from vifwire.planner.plan import GuestConfig, Plan, Step
 from vifwire.renderers.options import GuestOptions
 
@@ -35,7 +36,8 @@ def plan(binding: Binding, facts: HostFacts | None = None, guest: GuestOptions |
         ovs_strategy = None
     else:
         strategy, reason, steps, ovs_strategy = _plan_libvirt(binding, facts, guest)
-    steps = steps + _security_steps(binding, facts, strategy) + _gateway_steps(binding, facts, strategy)
+    steps = steps + _security_steps(binding, facts, strategy) + _gateway_steps(binding, facts, strategy) \
+        + lxd_steps(binding, facts, guest)  # last: the container gets its NIC once the host side is done
     return Plan(
         port_id=binding.port_id, instance_id=binding.instance_id, devname=binding.devname,
         mac=binding.mac, vif_type=binding.vif_type, vnic_type=binding.vnic_type,
@@ -96,7 +98,7 @@ def _plan_libvirt(b: Binding, f: HostFacts, g: GuestOptions):
     if isinstance(spec, TapSpec):
         return ("routed-tap", "vif_type tap: an unbridged tap that the host routes",
                 [Step(op="tap", args={"name": dev, "mac": spec.mac, "mtu": mtu, "multiqueue": _mq(f, g),
-                                      "owner": b.port_id},
+                                      "owner": b.port_id, **_no_ipv6(dev, routed=b)},
                       why="libvirt opens it with managed='no'")], None)
     if isinstance(spec, MacvtapSpec):
         steps = [Step(op="require_link", args={"name": spec.source, "why": "macvtap source"})]
@@ -140,7 +142,7 @@ def _plan_ovs_libvirt(b: Binding, spec: OvsSpec, f: HostFacts, g: GuestOptions):
         steps += _hybrid_steps(b, spec)
     elif choice in ("create_tap", "manual"):
         steps.append(Step(op="tap", args={"name": b.devname, "mac": None, "mtu": mtu, "multiqueue": _mq(f, g),
-                                          "owner": b.port_id},
+                                          "owner": b.port_id, **_no_ipv6(b.devname)},
                           why="vifwire creates the tap; libvirt opens it"))
         steps.append(_ovs_port(b, spec.bridge, b.devname, spec.interface_id, isolate=spec.isolate_vif,
                                device_ready=True))
@@ -183,7 +185,8 @@ def _hybrid_steps(b: Binding, spec: OvsSpec, tap_on_qbr: bool = False) -> list[S
     steps = [
         Step(op="bridge", args={"name": qbr, "mtu": mtu, "shared": False, "owner": b.port_id},
              why="per-port Linux bridge where host firewalling applies"),
-        Step(op="veth", args={"name": qvb, "peer": qvo, "mtu": mtu, "owner": b.port_id}, why="links qbr to OVS"),
+        Step(op="veth", args={"name": qvb, "peer": qvo, "mtu": mtu, "owner": b.port_id, **_no_ipv6(qvb, qvo)},
+             why="links qbr to OVS"),
         Step(op="master", args={"name": qvb, "master": qbr}),
         _ovs_port(b, spec.bridge, qvo, spec.interface_id, isolate=spec.isolate_vif, device_ready=True),
     ]
@@ -207,6 +210,22 @@ def _ovs_port(b: Binding, bridge: str, name: str, iface_id: str, iface_type: str
                 why="dead VLAN 4095 until the agent sets the tag" if isolate else "")
 
 
+def _no_ipv6(*devices: str, routed: Binding | None = None) -> dict[str, list[str]]:
+    """``no_ipv6``: the host-side devices that carry no address, on which the
+    executor disables IPv6 before they come up (docs/kernel.md, "IPv6 on").
+
+    Bridge and OVS ports, and a container's end until the container takes it
+    (moved to another namespace, a device starts again with that namespace's
+    defaults), never need IPv6: left on, each new one runs DAD, router
+    solicitations and MLD, flooded to every port of its bridge, which makes
+    plugging cost grow with the number of ports. A routed host end needs
+    IPv6 only for a guest with IPv6 addresses (routes, the gateway's NDP).
+    """
+    if routed is not None and list(routed.ipv6):
+        devices = devices[1:]
+    return {"no_ipv6": list(devices)} if devices else {}
+
+
 def _mq(f: HostFacts, g: GuestOptions) -> bool:
     return bool(f.multiqueue or (g.queues and g.queues > 1))
 
@@ -228,9 +247,12 @@ def _plan_lxd(b: Binding, f: HostFacts):
     if isinstance(spec, MacvtapSpec):
         return ("macvtap", f"macvtap on {spec.source} ({spec.mode}) passed to the container as a physical NIC",
                 [Step(op="macvtap", args={"name": tap, "source": spec.source, "mode": spec.mode,
-                                          "mac": b.mac, "mtu": mtu, "owner": b.port_id})])
+                                          "mac": b.mac, "mtu": mtu, "owner": b.port_id, **_no_ipv6(tap)})])
+    # the tin end, while it is on the host, and a bridged tap end need no IPv6
+    host_ends = [tap] + ([] if f.guest_netns else [tin])
+    routed = None if isinstance(spec, (OvsSpec, BridgeSpec)) else b
     veth = Step(op="veth", args={"name": tap, "peer": tin, "mtu": mtu, "peer_netns": f.guest_netns,
-                                "peer_mac": b.mac, "owner": b.port_id},
+                                "peer_mac": b.mac, "owner": b.port_id, **_no_ipv6(*host_ends, routed=routed)},
                 why="tap end on the host, tin end for the container, made before it exists")
     if f.guest_ip:  # the host end's MAC is part of a CNI result: known before the device exists
         veth.args["host_mac"] = names.host_mac(b.port_id)

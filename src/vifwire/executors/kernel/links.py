@@ -26,7 +26,7 @@ from vifwire.executors.kernel.bulk import remove_link, remove_own_links
 from vifwire.executors.kernel.owner import (
     PENDING_GROUP, claim, mark_of, recorded_mark, refusal, removable, wanted_mark,
 )
-from vifwire.executors.kernel.sysctl import disable_ipv6, sysctl_path
+from vifwire.executors.kernel.sysctl import disable_ipv6, ipv6_off, sysctl_path
 from vifwire.executors.kernel.veth import VethHandler
 from vifwire.netlink.channel import Channel, Link, NetlinkError, attr, ifinfo, mac_bytes, str_attr, u32
 from vifwire.netlink.constants import (
@@ -107,8 +107,10 @@ class TapHandler(ViewVerifier):
             raise fail(ctx, step, f"cannot configure {name}: {e}") from e
         os.close(fd)
         try:
+            if name in (a.get("no_ipv6") or ()):
+                worker(ctx).call(ipv6_off, [name])  # before it is up (docs/kernel.md, "IPv6 on")
             ch.set_link(name, up=True)
-        except (NetlinkError, ValueError) as e:
+        except (OSError, ValueError) as e:
             ch.del_link(name)
             raise fail(ctx, step, f"cannot bring {name} up: {e}") from e
         ch.fresh.add(name)
@@ -356,9 +358,12 @@ class MacvtapHandler(ViewVerifier):
             sidx = ch.index_of(source)
             if sidx is None:
                 raise fail(ctx, step, f"source {source} does not exist")
+            # with carrier from its source at once, a macvtap created up would
+            # start IPv6 before it could be disabled: then it comes up below
+            off = name in (a.get("no_ipv6") or ())
             for attempt in range(3):
                 try:
-                    ch.new_link(self._body(name, sidx, mode, mtu, mac))
+                    ch.new_link(self._body(name, sidx, mode, mtu, mac, up=not off))
                     break
                 except NetlinkError as e:
                     if e.errno == errno.ENODEV and attempt == 0:
@@ -377,18 +382,20 @@ class MacvtapHandler(ViewVerifier):
                 ch.forget(name)
                 ch.del_link(index=link.index)  # this port's, of the wrong shape
             try:
-                ch.set_link(name, alias=mark, group=0)
-            except NetlinkError:
+                if off:
+                    worker(ctx).call(ipv6_off, [name])
+                ch.set_link(name, alias=mark, group=0, up=True if off else None)
+            except (OSError, NetlinkError):
                 ch.del_link(name)
                 raise
-        except (NetlinkError, ValueError) as e:
+        except (OSError, NetlinkError, ValueError) as e:
             raise fail(ctx, step, f"cannot create macvtap {name} on {source}: {e}") from e
         ch.fresh.add(name)
         log.debug("macvtap %s created on %s", name, source)
         return undo_delete(ch, name, mark)
 
     @staticmethod
-    def _body(name: str, sidx: int, mode: int, mtu: int | None, mac: str | None) -> bytes:
+    def _body(name: str, sidx: int, mode: int, mtu: int | None, mac: str | None, up: bool = True) -> bytes:
         attrs = str_attr(IFLA_IFNAME, name) + u32(IFLA_LINK, sidx)
         if mtu:
             attrs += u32(IFLA_MTU, mtu)
@@ -397,7 +404,7 @@ class MacvtapHandler(ViewVerifier):
         attrs += u32(IFLA_GROUP, PENDING_GROUP)  # until marked (:mod:`.owner`)
         attrs += attr(IFLA_LINKINFO, str_attr(IFLA_INFO_KIND, "macvtap")
                       + attr(IFLA_INFO_DATA, u32(IFLA_MACVLAN_MODE, mode)))
-        return ifinfo(0, IFF_UP, IFF_UP) + attrs
+        return (ifinfo(0, IFF_UP, IFF_UP) if up else ifinfo()) + attrs
 
     def remove(self, step: Step, ctx: HostContext) -> None:
         remove_link(ctx, step, step.args["name"], step.args.get("mac"), ("macvtap",))

@@ -56,6 +56,19 @@ def disable_ipv6(path: str) -> None:
         # a kernel without IPv6 (ipv6.disable=1): nothing to disable
 
 
+def ipv6_off(names: list[str]) -> None:
+    """``disable_ipv6=1`` on each device, in one trip to the namespace's thread.
+
+    For host-side devices that carry no address (bridge ports, OVS ports, a
+    container's end before the container takes it): done while they have no
+    carrier, IPv6 never starts on them - no link-local address, DAD, router
+    solicitation or MLD report, which on a bridge of N ports are flooded to
+    all of them (docs/kernel.md, "IPv6 on").
+    """
+    for name in names:
+        disable_ipv6(sysctl_path("ipv6/conf/{dev}/disable_ipv6", name))
+
+
 def sysctl_swap(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Set each path to its value; returns (path, old) for the ones that changed.
 

@@ -17,9 +17,10 @@ import os
 from vifwire.executors.base import HostContext, Undo
 from vifwire.executors.kernel.bulk import remove_link, remove_own_links
 from vifwire.executors.kernel.common import (
-    KernelView, ViewVerifier, chain, channel, fail, fix_link, link_drift, log, mtu_of, undo_delete,
+    KernelView, ViewVerifier, chain, channel, fail, fix_link, link_drift, log, mtu_of, undo_delete, worker,
 )
 from vifwire.executors.kernel.owner import PENDING_GROUP, claim, wanted_mark
+from vifwire.executors.kernel.sysctl import ipv6_off
 from vifwire.netlink.channel import Channel, Link, NetlinkError, attr, ifinfo, mac_bytes, str_attr, u32
 from vifwire.netlink.constants import (
     IFF_UP, IFLA_ADDRESS, IFLA_GROUP, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO,
@@ -136,6 +137,15 @@ class VethHandler(ViewVerifier):
                     raise fail(ctx, step, f"device {peer} exists in namespace {a['peer_netns']} "
                                           f"and is not vifwire's ({other.kind or 'plain'})")
             log.debug("veth %s/%s: removed a leftover of this port", name, peer)
+        # IPv6 off where the plan says so, before the pair has carrier (only
+        # ends in this namespace: the guest's own end is the guest's business)
+        off = [n for n in a.get("no_ipv6") or () if n in host_ends]
+        if off:
+            try:
+                worker(ctx).call(ipv6_off, off)
+            except OSError as e:
+                ch.del_link(name)
+                raise fail(ctx, step, f"cannot disable IPv6 on {', '.join(off)}: {e.strerror}") from e
         # up (the end that is not yet) and marked: one round trip
         errs = ch.pipeline([(RTM_NEWLINK, 0, Channel.set_body(n, up=True if n == later else None,
                                                               alias=mark, group=0)) for n in host_ends])
