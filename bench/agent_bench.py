@@ -12,7 +12,7 @@ warm-up plugs per row). Cases:
 
 * ``routed``: a routed tap with anti-spoofing (``vif_type tap``, one IPv4 and
   one IPv6 address, ``anti_spoof on``: tap, 22 filter elements, 7 sysctls,
-  two host routes, a proxy-NDP entry);
+  two host routes);
 * ``ovs-plain``: a tap on br-int with the Neutron external_ids
   (``ovs_create_tap``), waiting for ovs-vswitchd (cur_cfg and an ofport);
 * ``ovs-hybrid``: qbr bridge + qvb/qvo veth, qvo on br-int (``ovs_hybrid_plug``);
@@ -38,7 +38,7 @@ Paths (rows) per case:
   as bench/ovs_bench.py does, each plug timed on its own;
 * ``floor``: the same kernel objects made in-process with no framework: on
   one thread inside the namespace, the tap by ``TUNSETIFF``/``TUNSETPERSIST``,
-  links, routes and the proxy entry by bare rtnetlink requests (one message
+  links and routes by bare rtnetlink requests (one message
   and one ack each, socket opened beforehand), sysctls by writes to
   ``/proc/sys``; the 22 filter elements by one libnftables call into a
   stand-in table of the same set layout (bench/service_bench.py's). OVS
@@ -446,8 +446,7 @@ def run_osvif(ns: str, ovs: PrivateOVS, kind: str, n: int, tmp: str) -> tuple[li
 TUNSETIFF, TUNSETPERSIST = 0x400454CA, 0x400454CB
 IFF_TAP, IFF_NO_PI, IFF_VNET_HDR, IFF_UP = 0x0002, 0x1000, 0x4000, 0x1
 SYSCTLS = ("ipv4/conf/{d}/forwarding=1", "ipv6/conf/{d}/forwarding=1", "ipv6/conf/{d}/accept_ra=0",
-           "ipv4/conf/{d}/proxy_arp=1", "ipv4/neigh/{d}/proxy_delay=0", "ipv6/conf/{d}/proxy_ndp=1",
-           "ipv6/neigh/{d}/proxy_delay=0")
+           "ipv4/conf/{d}/proxy_arp=1", "ipv4/neigh/{d}/proxy_delay=0", "ipv6/neigh/{d}/proxy_delay=0")
 
 # rtnetlink (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/neighbour.h)
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
@@ -700,7 +699,6 @@ class Floor:
             _sysctls(p.dev)
             self.rtnl.route_add(p.ip4, idx)
             self.rtnl.route_add(p.ip6, idx)
-            self.rtnl.proxy_add(GW6, idx)
         self.on(kernel)
         self.nft.run_text(service_bench.nft_text([p], "add"))
 

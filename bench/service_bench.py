@@ -14,8 +14,7 @@ Rows (targets from the brief):
    tables); *warm*: a further port once the tables exist (the usual case on a
    compute host). Floor: the same things done by hand, one process each:
    ``ip tuntap add``, ``ip link set address/mtu/up``, ``ip route add`` (v4),
-   ``ip -6 route add``, ``ip -6 neigh add proxy fe80::1``, one ``sysctl -w``
-   of the 7 per-device keys and one ``nft -f`` (cold: tables + the port's
+   ``ip -6 route add``, one ``sysctl -w`` of the 6 per-device keys and one ``nft -f`` (cold: tables + the port's
    elements; warm: the elements). ``nft``/``sysctl`` run under ``nsenter --net``.
 2. ``vifwire render libvirt FILE`` of one port, <= 150 ms. Floor: the bare
    interpreter (``.venv/bin/python -c pass``): what any Python CLI pays.
@@ -25,8 +24,8 @@ Rows (targets from the brief):
 4. Marginal cost per VIF, N_min -> N_max (default 200 -> 1000), of ``vifwire
    plug`` of N ports (one file, one process) and ``vifwire unplug --all``:
    (t(N_max) - t(N_min)) / (N_max - N_min); target <= 1.5x the floor's. Floor
-   plug: one ``ip -n NS -batch`` file (tuntap add, link set, two routes, the
-   proxy entry per port) plus one ``nft -f`` file (one transaction) adding the
+   plug: one ``ip -n NS -batch`` file (tuntap add, link set, two routes per
+   port) plus one ``nft -f`` file (one transaction) adding the
    same 22 set elements per port that vifwire's anti-spoofing installs
    (inet: ports, ports_fp, vif_ifaces, allow_mac, allow_v4, 2 allow_v6, 2
    allow_nd, 7 drop_*; arp: vif_ifaces, allow_mac, allow_v4, 2 drop_*) into
@@ -34,7 +33,7 @@ Rows (targets from the brief):
    that moves every device into a link group and deletes the group (``link
    del group``: one RCU wait for all, as vifwire's bulk removal does; a
    ``link del`` per device pays one each) plus one ``nft -f`` deleting the
-   elements. The floor excludes the 7 per-device sysctls vifwire writes; a
+   elements. The floor excludes the 6 per-device sysctls vifwire writes; a
    ``sysctl -p`` of them is measured on its own and reported in the notes.
 5. ``vifwire unplug --all`` and ``vifwire check`` of N_max ports, <= 0.5 s
    each. Floors: the unplug floor above; for check, reading the same state
@@ -46,7 +45,7 @@ vifwire and its floor run back to back in twin namespaces, so per-round
 ratios compare like with like. In every namespace: ``lo`` up with
 169.254.1.1/32 (the routed gateway; also keeps IPv4 route inserts O(1), see
 docs/routed.md) and ``net.ipv6.conf.all.forwarding=1`` (routed IPv6 needs
-it). IPv6 stays enabled (the routes and proxy entries are IPv6); the taps have
+it). IPv6 stays enabled (half the routes are IPv6); the taps have
 no reader, hence no carrier, so no IPv6 autoconf (DAD, RS, MLD) runs on them.
 Every namespace is emptied before it is deleted (so the kernel does not tear
 1000 devices down asynchronously under the next measurement) and always
@@ -104,14 +103,12 @@ netns = _load_netns()
 MTU = 1450
 RTPROT = 158  # vifwire's route protocol
 GW4 = "169.254.1.1"
-GW6 = "fe80::1"
 GROUP = 4242
 TIMEOUT = 600  # seconds, any single process
 
 SYSCTL_KEYS = ("net.ipv4.conf.{d}.forwarding=1", "net.ipv6.conf.{d}.forwarding=1",
                "net.ipv6.conf.{d}.accept_ra=0", "net.ipv4.conf.{d}.proxy_arp=1",
-               "net.ipv4.neigh.{d}.proxy_delay=0", "net.ipv6.conf.{d}.proxy_ndp=1",
-               "net.ipv6.neigh.{d}.proxy_delay=0")
+               "net.ipv4.neigh.{d}.proxy_delay=0", "net.ipv6.neigh.{d}.proxy_delay=0")
 
 
 # --------------------------------------------------------------------------- ports
@@ -145,8 +142,7 @@ class Port:
         return [f"tuntap add {self.dev} mode tap vnet_hdr",
                 f"link set {self.dev} address {self.mac} mtu {MTU} up",
                 f"route add {self.ip4}/32 dev {self.dev} proto {RTPROT} scope link",
-                f"route add {self.ip6}/128 dev {self.dev} proto {RTPROT}",
-                f"neigh add proxy {GW6} dev {self.dev}"]
+                f"route add {self.ip6}/128 dev {self.dev} proto {RTPROT}"]
 
     def sysctls(self) -> list[str]:
         return [k.format(d=self.dev) for k in SYSCTL_KEYS]
@@ -485,8 +481,7 @@ class Bench:
                         in_ns(ns, "nft", "-f", nft_file),
                         in_ns(ns, "sysctl", "-q", "-w", *p.sysctls()),
                         ip(ns, "route", "add", f"{p.ip4}/32", "dev", p.dev, "proto", str(RTPROT), "scope", "link"),
-                        ip(ns, "-6", "route", "add", f"{p.ip6}/128", "dev", p.dev, "proto", str(RTPROT)),
-                        ip(ns, "-6", "neigh", "add", "proxy", GW6, "dev", p.dev)]
+                        ip(ns, "-6", "route", "add", f"{p.ip6}/128", "dev", p.dev, "proto", str(RTPROT))]
 
                 def by_hand():
                     self.res.add(key, sum(run(c)[0] for c in cmds))

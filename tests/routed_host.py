@@ -99,7 +99,7 @@ def assert_all_wired(ns: str, db: str, per_port: int) -> None:
     want = sorted(b.devname for b in bindings)
     assert state["taps"] == want
     assert state["routes"] == 2 * len(want)  # one /32 and one /128 each
-    assert state["proxies"] == len(want)  # fe80::1 on each tap
+    assert state["proxies"] == 0  # the IPv6 gateway is the taps' anycast fe80::, no entry per tap
     assert set(state["elements"]) == set(want)
     assert set(state["elements"].values()) == {per_port}, "every element exactly once"
     with SqliteStore(db) as store:

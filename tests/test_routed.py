@@ -12,9 +12,10 @@ guests on it:
 
 There is no bridge: the host routes between them with vifwire's /32 and /128
 routes. The guests use Calico's gateway arrangement, 169.254.1.1 (host
-address on ``lo``, answered by ARP on the tap) and fe80::1 (answered by the
-proxy NDP entry vifwire adds on each tap). ``fd96::1`` on the host's ``lo``
-stands for "the host" over IPv6.
+address on ``lo``, answered by ARP on the tap) and ``fe80::`` (the
+subnet-router anycast address, answered by each tap because vifwire turns
+IPv6 forwarding on there; no per-device entry). ``fd96::1`` on the host's
+``lo`` stands for "the host" over IPv6.
 
 Host prerequisites set here, in the host namespace only, as an operator would
 on a real compute host: ``net.ipv6.conf.all.forwarding=1`` (IPv6 forwards
@@ -54,7 +55,7 @@ pytestmark = pytest.mark.root
 
 HOST_V4 = guests.ROUTED_GW4  # 169.254.1.1 on the host's lo
 HOST_V6 = "fd96::1"  # the host over IPv6, on lo
-ROUTED_GW6 = guests.ROUTED_GW6  # fe80::1
+ROUTED_GW6 = guests.ROUTED_GW6  # fe80::
 RTPROT = K.VIFWIRE_RTPROT
 IFA_F_TENTATIVE = 0x40
 
@@ -130,7 +131,8 @@ def wait_ipv6_ready(ns: str, ifname: str, timeout: float = 30.0) -> None:
     """Until ``ifname`` has a link-local address that is no longer tentative.
 
     The host's side of a tap needs one: it is the source of its neighbour
-    solicitations and of the proxy NDP answers for fe80::1. A tap gets it when
+    solicitations and of its answers for fe80::, which the kernel joins as
+    anycast only once that address is ready. A tap gets it when
     it gets carrier (a reader attached), after DAD (1-2 s).
     """
     end = time.monotonic() + timeout
@@ -210,7 +212,7 @@ def gateways(env: Env) -> tuple[str, str]:
     gw4 = env.vm.resolve4(HOST_V4)
     na = env.vm.resolve6(ROUTED_GW6)
     assert gw4, "no ARP answer for the IPv4 gateway"
-    assert na is not None, "no proxy NDP answer for fe80::1"
+    assert na is not None, "no NDP answer for the anycast gateway fe80::"
     return gw4, na.nd_lladdr or na.src
 
 
@@ -297,26 +299,27 @@ def test_plan_emits_routing_and_filter_steps():
     items = _items("vw-guest-ns")
     for b, p in items:
         ops = [s.op for s in p.steps]
-        assert ops[-4:] == ["antispoof", "sysctls", "routes", "proxy_ndp"], ops
+        assert ops[-3:] == ["antispoof", "sysctls", "routes"], ops
+        assert "proxy_ndp" not in ops  # the IPv6 gateway is the kernel's anycast fe80::
         sysctls = next(s for s in p.steps if s.op == "sysctls").args["values"]
-        for key, val in {"ipv4/conf/{dev}/proxy_arp": "1", "ipv4/conf/{dev}/forwarding": "1",
-                         "ipv6/conf/{dev}/accept_ra": "0", "ipv6/conf/{dev}/forwarding": "1",
-                         "ipv6/conf/{dev}/proxy_ndp": "1", "ipv4/neigh/{dev}/proxy_delay": "0",
-                         "ipv6/neigh/{dev}/proxy_delay": "0"}.items():
-            assert sysctls[key] == val
+        assert sysctls == {"ipv4/conf/{dev}/proxy_arp": "1", "ipv4/conf/{dev}/forwarding": "1",
+                           "ipv6/conf/{dev}/accept_ra": "0", "ipv6/conf/{dev}/forwarding": "1",
+                           "ipv4/neigh/{dev}/proxy_delay": "0", "ipv6/neigh/{dev}/proxy_delay": "0"}
         assert next(s for s in p.steps if s.op == "routes").args["addresses"] == [*b.ipv4, *b.ipv6]
-        assert next(s for s in p.steps if s.op == "proxy_ndp").args == {"dev": b.devname,
-                                                                         "addresses": [ROUTED_GW6]}
+        # the host end keeps IPv6 (routes, fe80::); the container's tin is in its namespace
+        link = next(s for s in p.steps if s.op in ("tap", "veth"))
+        assert "no_ipv6" not in link.args, link.args
     assert [p.strategy for _, p in items] == ["routed-tap", "veth-routed"]
-    # IPv4-only: no IPv6 gateway, no proxy NDP
+    # IPv4-only: no IPv6 settings, and IPv6 off on the tap before it comes up
     doc = port_doc(VM)
     doc["fixed_ips"] = doc["fixed_ips"][:1]
     p = plan(load_one(doc), HostFacts(), render=False)
-    assert "proxy_ndp" not in [s.op for s in p.steps]
-    assert not any("proxy_ndp" in k for k in next(s for s in p.steps if s.op == "sysctls").args["values"])
+    assert not any(k.startswith("ipv6/neigh") for k in next(s for s in p.steps if s.op == "sysctls").args["values"])
+    assert next(s for s in p.steps if s.op == "tap").args["no_ipv6"] == [VM.devname]
     # the network filters: no anti-spoofing, routing all the same
     p = plan(load_one(port_doc(VM, {"port_filter": True})), HostFacts(), render=False)
-    assert [s.op for s in p.steps][-3:] == ["sysctls", "routes", "proxy_ndp"]
+    assert [s.op for s in p.steps][-2:] == ["sysctls", "routes"]
+    assert "antispoof" not in [s.op for s in p.steps]
 
 
 # ---------------------------------------------------------------------------
@@ -333,18 +336,18 @@ def test_guests_reach_each_other_and_the_gateway(env):
         assert not [l for l in ipr.get_links() if (l.get_attr("IFLA_LINKINFO") and
                                                    l.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND") == "bridge")]
     assert routes_of(VM) | routes_of(CT) <= set(vifwire_routes(env.host))
-    assert set(proxies(env.host)) >= {(ROUTED_GW6, VM.devname), (ROUTED_GW6, CT.devname)}
+    assert proxies(env.host) == []  # no per-device entry for the IPv6 gateway
     # the VM (raw frames) -> the host's gateway address and the container, v4 and v6
     assert vm.ping(HOST_V4, gw4), "VM cannot reach the host gateway 169.254.1.1"
     assert vm.ping(CT.ip4, gw4), "VM cannot reach the container guest over IPv4"
-    assert vm.ping(HOST_V6, gw6), "VM cannot reach the host over IPv6 via fe80::1"
+    assert vm.ping(HOST_V6, gw6), "VM cannot reach the host over IPv6 via fe80::"
     assert vm.ping(CT.ip6, gw6), "VM cannot reach the container guest over IPv6"
     # the container (kernel stack) -> the host and the VM
     assert ct_ping(env, HOST_V4)
     assert ct_ping(env, VM.ip4), "container cannot reach the VM over IPv4"
     assert ct_ping(env, HOST_V6)
     assert ct_ping(env, VM.ip6), "container cannot reach the VM over IPv6"
-    # the container resolved fe80::1 to its tap through proxy NDP
+    # the container resolved fe80:: to its tap (the tap answered for the anycast address)
     assert neigh(env.gns, names.tin_for(CT.devname), ROUTED_GW6) == env.tap_mac[CT.devname]
     assert vm.answered > 0  # the VM's responder served the host's ARP/NS and the pings
     # the host forwarded with ip_forward=0: per-device forwarding is what vifwire sets
@@ -498,7 +501,7 @@ def test_unplug_leaves_nothing_of_that_port(env):
 def test_check_sees_each_kind_of_drift_and_plug_repairs_it(env):
     w, host = env.wiring, env.host
     ip(host, "route", "del", f"{CT.ip4}/32", "dev", CT.devname, "proto", str(RTPROT))
-    ip(host, "-6", "neigh", "del", "proxy", ROUTED_GW6, "dev", CT.devname)
+    T.sysctl_write(host, f"net/ipv6/conf/{CT.devname}/forwarding", "0")
     T.sysctl_write(host, f"net/ipv4/conf/{VM.devname}/proxy_arp", "0")
     T.sysctl_write(host, f"net/ipv6/conf/{VM.devname}/accept_ra", "1")
     env.asp.nft.run({"nftables": [
@@ -509,7 +512,7 @@ def test_check_sees_each_kind_of_drift_and_plug_repairs_it(env):
     drift = w.check(env.store.all())
     vm_text, ct_text = "\n".join(drift[VM.port_id]), "\n".join(drift[CT.port_id])
     assert f"host route to {CT.ip4} is missing" in ct_text, ct_text
-    assert f"proxy NDP entry for {ROUTED_GW6} is missing" in ct_text, ct_text
+    assert "forwarding is 0, recorded 1" in ct_text, ct_text
     assert f"MAC {CT.mac} not allowed" in ct_text, ct_text
     assert "proxy_arp is 0, recorded 1" in vm_text, vm_text
     assert "accept_ra is 1, recorded 0" in vm_text, vm_text

@@ -256,6 +256,8 @@ def _plan_lxd(b: Binding, f: HostFacts):
                 why="tap end on the host, tin end for the container, made before it exists")
     if f.guest_ip:  # the host end's MAC is part of a CNI result: known before the device exists
         veth.args["host_mac"] = names.host_mac(b.port_id)
+    if lxd_takes_peer(f):  # LXD moves the tin into the container and back (docs/lxd.md)
+        veth.args["peer_to_guest"] = True
     if isinstance(spec, OvsSpec):
         choice, reason = _choose_ovs(b, spec, f)
         steps = _ovs_bridge_steps(spec, f)
@@ -285,16 +287,19 @@ _BRIDGED = {"bridge", "veth-bridge", "ovs-hybrid", "veth-ovs-hybrid"}
 
 
 def _security_steps(b: Binding, f: HostFacts, strategy: str) -> list[Step]:
-    """Anti-spoofing first, then open the path (sysctls, routes, proxy NDP).
+    """Anti-spoofing first, then open the path (sysctls, routes).
 
     The filter goes in before forwarding is enabled on the device, so there is
     no moment at which the guest is routed but not filtered.
 
-    Routed guests use Calico's gateways (see :mod:`vifwire.sandbox.guests`):
-    169.254.1.1, answered by proxy ARP, and fe80::1, answered through a proxy
-    NDP entry on the guest's device; no per-guest subnet or host address.
+    Routed guests need no per-guest subnet or host address (docs/routed.md,
+    "Gateways"): their IPv4 gateway 169.254.1.1 is answered by proxy ARP, and
+    their IPv6 gateway is ``fe80::``, the subnet-router anycast address of the
+    link-local prefix (RFC 4291, 2.6.1), which the kernel answers on every
+    device with IPv6 forwarding on. Nothing per device is added for it: a
+    proxy NDP entry per device would put every entry for one address in one
+    hash chain of a table the whole host shares.
     """
-    gw6 = "fe80::1"
     steps: list[Step] = []
     v4, v6 = list(b.ipv4), list(b.ipv6)
     if strategy in _ROUTED | _BRIDGED and not (f.anti_spoof == "off" or (f.anti_spoof == "auto" and b.port_filter)):
@@ -305,7 +310,8 @@ def _security_steps(b: Binding, f: HostFacts, strategy: str) -> list[Step]:
             why="only the port's MAC and addresses may leave the guest"))
     if strategy in _ROUTED and (v4 or v6):
         values = {
-            # routed, never a router the guest could configure
+            # routed, never a router the guest could configure; IPv6
+            # forwarding also makes the device answer for fe80::
             "ipv4/conf/{dev}/forwarding": "1", "ipv6/conf/{dev}/forwarding": "1",
             "ipv6/conf/{dev}/accept_ra": "0",
             # the host answers ARP for the gateway (and any off-link address) itself,
@@ -313,22 +319,21 @@ def _security_steps(b: Binding, f: HostFacts, strategy: str) -> list[Step]:
             "ipv4/conf/{dev}/proxy_arp": "1", "ipv4/neigh/{dev}/proxy_delay": "0",
         }
         if v6:
-            values |= {"ipv6/conf/{dev}/proxy_ndp": "1", "ipv6/neigh/{dev}/proxy_delay": "0"}
+            # an anycast address is answered after proxy_delay too (ndisc_recv_ns)
+            values["ipv6/neigh/{dev}/proxy_delay"] = "0"
         steps.append(Step(op="sysctls", args={"dev": b.devname, "values": values},
-                          why="routed guest reaches its gateway via proxy ARP/NDP"))
+                          why="routed guest reaches its gateways (proxy ARP, fe80:: anycast)"))
         steps.append(Step(op="routes", args={"dev": b.devname, "addresses": v4 + v6},
                           why="host routes (/32, /128) to the guest's addresses"))
-        if v6 and not f.host_gateway:
-            steps.append(Step(op="proxy_ndp", args={"dev": b.devname, "addresses": [gw6]},
-                              why=f"the host answers neighbour solicitations for the guest's gateway {gw6}"))
     return steps
 
 
 # ----------------------------------------------------------------------------
 # the gateway on the host and the guest's own addresses (docs/cni.md)
 
-#: Calico's (and vifwire's routed) gateways: answered by the host on every
-#: routed host end, never a per-guest subnet.
+#: The gateways a CNI container gets in routed mode, held by the host end
+#: itself so that they answer ping at once (no DAD wait): never a per-guest
+#: subnet. (A VM's IPv6 gateway is fe80::, see :func:`_security_steps`.)
 ROUTED_GW4, ROUTED_GW6 = "169.254.1.1", "fe80::1"
 
 

@@ -161,8 +161,8 @@ def segment(p) -> str | None:
 
 def routed_gateway(netns) -> None:
     """The gateways routed guests use, answered by the sandbox host: 169.254.1.1
-    on its lo (ARP from the guest's tap), fe80::1 by the proxy NDP entry vifwire
-    adds on each tap. IPv6 forwards only with forwarding on host-wide, which a
+    on its lo (ARP from the guest's tap), fe80:: by each tap (subnet-router
+    anycast, with the IPv6 forwarding vifwire sets on it). IPv6 forwards only with forwarding on host-wide, which a
     routed compute host has; here it is set in the sandbox namespace only."""
     from pyroute2 import IPRoute
 

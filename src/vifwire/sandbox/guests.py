@@ -2,9 +2,10 @@
 
 A container guest is its own network namespace holding the ``tin`` end, with
 the port's addresses and a default route, so traffic through vifwire's wiring
-can be proven with real packets. Routed guests use Calico's arrangement: the
-gateway is a link-local address (169.254.1.1 / fe80::1) that the host answers
-for, so no per-guest subnet is needed.
+can be proven with real packets. Routed guests need no per-guest subnet:
+their gateways are link-local addresses the host answers for, 169.254.1.1 by
+proxy ARP and ``fe80::``, the subnet-router anycast address every device
+with IPv6 forwarding answers (docs/routed.md, "Gateways").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import subprocess
 from pyroute2 import IPRoute
 
 ROUTED_GW4 = "169.254.1.1"
-ROUTED_GW6 = "fe80::1"
+ROUTED_GW6 = "fe80::"
 
 
 def configure(netns: str, ifname: str, ipv4: list[str], ipv6: list[str], routed: bool,
