@@ -246,3 +246,40 @@ def test_traffic_through_tin_and_bridge(host):
         assert guests.ping(g1, "10.79.0.2"), "guest 1 cannot reach guest 2 over the bridge"
         assert guests.ping(g2, "10.79.0.1")
         Wiring(ctx, store).unplug(store.all())
+
+
+def _disable_ipv6(ns: str, dev: str) -> str | None:
+    from vifwire.sandbox.tunvm import sysctl_read
+
+    return sysctl_read(ns, f"net/ipv6/conf/{dev}/disable_ipv6")
+
+
+@pytest.mark.parametrize("name, doc, hypervisor", CASES, ids=[c[0] for c in CASES])
+def test_ipv6_is_off_on_host_ends_that_carry_no_address(host, name, doc, hypervisor):
+    """Every host-side device of an IPv4-only port has IPv6 off, set before it
+    came up (no link-local address was ever made); a routed port with an IPv6
+    address keeps IPv6 on its host end (its /128 route and the fe80:: gateway
+    need it). docs/kernel.md, "IPv6 on"."""
+    ns, ctx, store = host
+    w = Wiring(ctx, store)
+    [res] = w.plug(_items(doc, hypervisor))
+    assert res.ok, res.error
+    # the port's own devices, and the network's bridge vifwire made for it
+    devices = set(res.plan.devices()) | {s.args["name"] for s in res.plan.steps if s.op == "bridge"}
+    assert devices
+    with IPRoute(netns=ns) as ipr:
+        for dev in devices:
+            assert _disable_ipv6(ns, dev) == "1", f"{name}: IPv6 is on on {dev}"
+            idx = ipr.link_lookup(ifname=dev)[0]
+            assert not ipr.get_addr(family=10, index=idx), f"{name}: {dev} got an IPv6 address"
+    assert w.check(store.all()) == {doc["id"]: []}
+    # dual stack, routed: the host end keeps IPv6, the container's end (on the host) does not
+    if name in ("routed-tap", "veth-routed"):
+        assert w.unplug(store.all()) == []
+        dual = dict(doc, fixed_ips=doc["fixed_ips"] + [{"subnet_id": "s6", "ip_address": "fd77::5"}])
+        [res] = w.plug(_items(dual, hypervisor))
+        assert res.ok, res.error
+        host_end = res.plan.devname
+        assert _disable_ipv6(ns, host_end) == "0"
+        for dev in set(res.plan.devices()) - {host_end}:
+            assert _disable_ipv6(ns, dev) == "1", dev
