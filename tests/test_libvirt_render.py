@@ -20,6 +20,11 @@
   byte.  ``test_randomised_differential`` repeats the comparison for 400
   seeded random VIFs (valid and broken values mixed).
 
+* Front-end test: for the cases in ``FRONT_END_CASES`` (vhost-user without
+  vhostuser_mode, ``--queues 1``, vdpa) ``vifwire render libvirt FILE`` with
+  the matching options, loader and planner included, must print Nova's XML;
+  a case's ``vdpa_devices`` are put in a fake /sys (tests/fake_sysfs.py).
+
 * Schema test: everything vifwire renders validates with ``virt-xml-validate``
   (Debian: libvirt-clients, libxml2-utils), all interfaces in one domain.
 
@@ -61,6 +66,7 @@ DEV = "tap3f2a6b1c-8d"
 PCI = "0000:81:10.2"
 VF = "enp129s16f2"
 SOCK = "/var/run/openvswitch/vhu3f2a6b1c-8d"
+VDPA = "/dev/vhost-vdpa-0"
 INSTANCE = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a"
 
 # ---------------------------------------------------------------------------
@@ -199,7 +205,42 @@ def build_cases():
     add("ovs-remote-managed", dict(ovs_vif(vnic="remote-managed"),
                                    profile={"pci_slot": PCI}), virt="qemu",
         **FULL)
-    add("ovs-vdpa", dict(ovs_vif(vnic="vdpa"), profile={"pci_slot": PCI}))
+    # --- vdpa: the VF's vhost-vdpa device is a host fact (docs: "vdpa")
+    def vdpa_vif(vif_type="ovs", pci=PCI):
+        return dict(ovs_vif(vnic="vdpa"), type=vif_type,
+                    profile={"pci_slot": pci})
+
+    add("ovs-vdpa", vdpa_vif())  # no device known: both fail
+    add("ovs-vdpa-dev-kvm", vdpa_vif(), vdpa_dev=VDPA)
+    add("ovs-vdpa-dev-kvm-full", vdpa_vif(), vdpa_dev=VDPA, **FULL)
+    add("ovs-vdpa-queue-sizes-unpacked", vdpa_vif(), vdpa_dev=VDPA,
+        rx_queue_size=512, tx_queue_size=256)
+    add("ovs-vdpa-qemu-e1000", vdpa_vif(), virt="qemu", model="e1000",
+        vdpa_dev=VDPA, **BW_PARTIAL)
+    add("ovs-vdpa-lxc", vdpa_vif(), virt="lxc", vdpa_dev=VDPA)
+    add("ovs-vdpa-one-queue", vdpa_vif(), vdpa_dev=VDPA, queues=1)
+    add("ovs-vdpa-devices-by-vf", vdpa_vif(),
+        vdpa_devices={PCI: "/dev/vhost-vdpa-3",
+                      "0000:81:10.3": "/dev/vhost-vdpa-4"})
+    add("ovs-vdpa-devices-uppercase-slot", vdpa_vif(pci="0000:AF:1F.7"),
+        vdpa_devices={"0000:af:1f.7": "/dev/vhost-vdpa-1"}, packed=True)
+    add("ovs-vdpa-devices-entry-beats-dev", vdpa_vif(), vdpa_dev=VDPA,
+        vdpa_devices={PCI: "/dev/vhost-vdpa-7"})
+    add("ovs-vdpa-devices-other-vf-only", vdpa_vif(),
+        vdpa_devices={"0000:81:10.3": "/dev/vhost-vdpa-4"})
+    add("ovs-vdpa-no-profile", dict(vdpa_vif(), profile={}), vdpa_dev=VDPA)
+    add("ovs-vdpa-bad-pci", vdpa_vif(pci="81:10.2"), vdpa_dev=VDPA)
+    add("ovs-vdpa-no-devname-no-mtu", dict(
+        vdpa_vif(), devname=None,
+        network=dict(vdpa_vif()["network"], meta={})), vdpa_dev=VDPA)
+    add("ovs-vdpa-relative-dev", vdpa_vif(), vdpa_dev="vhost-vdpa-0",
+        expect="semantic", why="QEMU would open vhost-vdpa-0 relative to "
+                               "libvirtd's working directory")
+    add("ovs-vdpa-dev-with-space", vdpa_vif(), vdpa_dev="/dev/vhost vdpa",
+        expect="schema", why="source dev must match libvirt's deviceName")
+    add("agilio-vdpa-dev", vdpa_vif("agilio_ovs"), vdpa_dev=VDPA, **FULL)
+    add("vrouter-vdpa-vnic", dict(vdpa_vif("vrouter"), details={}),
+        vdpa_dev=VDPA)
     # --- ovs_strategy overrides (the oracle flips the matching Nova knob)
     add("strategy-hybrid", ovs_vif(), strategy="hybrid", **FULL)
     add("strategy-virtualport", ovs_vif(hybrid=True), strategy="virtualport")
@@ -266,6 +307,25 @@ def build_cases():
         **FULL)
     add("vhostuser-noop-default-mode", make_vif(
         "vhostuser", details={"vhostuser_socket": "/run/vhu.sock"}))
+    # vhostuser_mode left out: Nova (os_vif_util) defaults it to 'server'
+    def vhu_no_mode(**details):
+        vif = vhu(**details)
+        del vif["details"]["vhostuser_mode"]
+        return vif
+
+    add("vhostuser-ovs-default-mode",
+        vhu_no_mode(vhostuser_ovs_plug=True, datapath_type="netdev"), **FULL)
+    add("vhostuser-fp-default-mode", vhu_no_mode(vhostuser_fp_plug=True),
+        virt="qemu")
+    add("vhostuser-vrouter-default-mode",
+        vhu_no_mode(vhostuser_vrouter_plug=True), virt="parallels", queues=2)
+    add("agilio-virtio-forwarder-default-mode", dict(
+        make_vif("agilio_ovs", vnic="virtio-forwarder", bridge="br-int",
+                 details={"vhostuser_socket": SOCK}),
+        ovs_interfaceid=PORT, profile={"pci_slot": PCI}))
+    add("vrouter-virtio-forwarder-default-mode", make_vif(
+        "vrouter", vnic="virtio-forwarder", profile={"pci_slot": PCI},
+        details={"vhostuser_socket": SOCK}), rx_queue_size=1024)
     add("vhostuser-parallels", vhu(vhostuser_ovs_plug=True),
         virt="parallels", queues=2)
     add("vhostuser-missing-socket", vhu(vhostuser_socket=None))
@@ -433,6 +493,36 @@ def build_cases():
     for t in ("dvs", "binding_failed", "unbound", "other", "hyperv"):
         add(f"refused-{t}", make_vif(t))
     add("refused-no-type", make_vif(None))
+
+    # --- one queue: multiqueue on, Nova's count 1 (2 vCPUs, max_queues 1).
+    # Nova writes queues="1" only for virtio on kvm/parallels and not for
+    # passthrough vnic types; vhost-user keeps queues but drops the name.
+    for virt in ("qemu", "parallels", "lxc"):
+        add(f"one-queue-ovs-{virt}", ovs_vif(), virt=virt, queues=1)
+    add("one-queue-ovs-e1000", ovs_vif(), model="e1000", queues=1)
+    add("one-queue-ovs-nomodel", ovs_vif(), model="none", queues=1)
+    add("one-queue-ovs-hybrid-rx", ovs_vif(hybrid=True), queues=1,
+        rx_queue_size=512, packed=True)
+    add("one-queue-ovs-representor", dict(ovs_vif(vnic="direct"),
+                                          profile={"pci_slot": PCI}),
+        queues=1)
+    for virt in ("kvm", "qemu"):
+        add(f"one-queue-vhostuser-{virt}",
+            vhu(vhostuser_ovs_plug=True, datapath_type="netdev"), virt=virt,
+            queues=1)
+    add("one-queue-tap", make_vif("tap"), queues=1)
+    add("one-queue-bridge", make_vif("bridge", bridge="brq5b6c7d8e-9f"),
+        queues=1, tx_queue_size=512)
+    add("one-queue-ivs", make_vif("ivs"), virt="parallels", queues=1)
+    add("one-queue-hw-veb-macvtap", veb_vif("macvtap"), vf_netdev=VF,
+        queues=1)
+    add("one-queue-hw-veb-direct", veb_vif("direct"), queues=1)
+    add("one-queue-macvtap", make_vif("macvtap", details=dict(mvt)),
+        queues=1)
+    add("one-queue-macvtap-e1000", make_vif("macvtap", details=dict(mvt)),
+        model="e1000", queues=1)
+    add("one-queue-qbg", qbg_vif(), queues=1)
+    add("opt-queues-zero", ovs_vif(), queues=0)
 
     # --- guest options Nova (nova.conf / image properties) refuses
     add("opt-rx-queue-size-300", ovs_vif(), rx_queue_size=300)
@@ -690,7 +780,8 @@ def random_cases(seed, n):
              "hw_veb", "hostdev_physical", "ib_hostdev", "vhostuser",
              "iovisor", "midonet", "ivs", "vrouter", "agilio_ovs"]
     vnics = ["normal", "direct", "macvtap", "direct-physical",
-             "virtio-forwarder", "remote-managed", "accelerator-direct", None]
+             "virtio-forwarder", "remote-managed", "accelerator-direct", None,
+             "vdpa"]
     detail_values = {
         "ovs_hybrid_plug": [True, False, "False"],
         "ovs_create_tap": [True, False], "port_filter": [True, False],
@@ -758,6 +849,8 @@ def random_cases(seed, n):
                                      for k in ("average", "peak", "burst")}
         if rnd.random() < 0.7:
             opts["vf_netdev"] = pick(VF, VF, "bad vf")
+        if rnd.random() < 0.5:
+            opts["vdpa_dev"] = pick(VDPA, VDPA, "/dev/vhost vdpa")
         strategy = pick(None, None, None, "hybrid", "virtualport", "manual",
                         "create_tap", "delegate")
         cases.append({"name": f"random-{seed}-{i}", "vif": vif, "opts": opts,
@@ -866,6 +959,67 @@ def test_golden_file_is_current(nova_results):
 
 
 # ---------------------------------------------------------------------------
+# (a') the same answers through the front end: `vifwire render libvirt`
+
+#: Cases rendered again by the CLI, loader and planner included: the loader
+#: must accept a VIF without vhostuser_mode, --queues 1 and --vdpa-dev must
+#: reach the renderer, and a case's ``vdpa_devices`` must be found in a fake
+#: /sys (tests/fake_sysfs.py) by the port's PCI slot.
+FRONT_END_CASES = (
+    "vhostuser-noop-default-mode", "vhostuser-ovs-default-mode",
+    "vhostuser-fp-default-mode", "vhostuser-vrouter-default-mode",
+    "agilio-virtio-forwarder-default-mode",
+    "vrouter-virtio-forwarder-default-mode",
+    "ovs-virtualport-kvm-one-queue", "one-queue-ovs-qemu",
+    "one-queue-ovs-parallels", "one-queue-ovs-hybrid-rx",
+    "one-queue-vhostuser-kvm", "one-queue-tap", "one-queue-bridge",
+    "one-queue-hw-veb-macvtap", "one-queue-macvtap", "one-queue-ivs",
+    "ovs-vdpa-dev-kvm", "ovs-vdpa-dev-kvm-full", "ovs-vdpa-qemu-e1000",
+    "ovs-vdpa-one-queue", "agilio-vdpa-dev", "ovs-vdpa-devices-by-vf",
+    "ovs-vdpa-devices-uppercase-slot",
+)
+
+
+def cli_args(opts):
+    """The `vifwire render libvirt` options that stand for a case's opts."""
+    args = ["--virt-type", opts.get("virt_type", "kvm")]
+    for key in ("model", "queues", "rx_queue_size", "tx_queue_size",
+                "vf_netdev", "vdpa_dev"):
+        if opts.get(key) is not None:
+            args += ["--" + key.replace("_", "-"), str(opts[key])]
+    if opts.get("packed"):
+        args.append("--packed")
+    for key in ("bandwidth_in", "bandwidth_out"):
+        if key in opts:
+            args += ["--" + key.replace("_", "-"), ",".join(
+                "" if opts[key].get(k) is None else str(opts[key][k])
+                for k in ("average", "peak", "burst"))]
+    return args
+
+
+@pytest.mark.parametrize("name", FRONT_END_CASES)
+def test_cli_renders_what_nova_renders(name, nova_results, tmp_path,
+                                       monkeypatch, capsys):
+    from fake_sysfs import make_vdpa_host
+
+    from vifwire.cli.main import main
+    from vifwire.hostfacts import vdpa
+
+    index = [c["name"] for c in CASES].index(name)
+    case, nova = CASES[index], nova_results[index]
+    assert case["expect"] == "same" and "xml" in nova, nova
+    found = case["opts"].get("vdpa_devices", {})
+    sysfs, devfs = make_vdpa_host(tmp_path, {
+        pci.lower(): os.path.basename(path) for pci, path in found.items()})
+    monkeypatch.setattr(vdpa, "SYSFS", sysfs)
+    monkeypatch.setattr(vdpa, "DEVFS", devfs)
+    port = tmp_path / "port.json"
+    port.write_text(json.dumps(case["vif"]))
+    main(["render", "libvirt", str(port), *cli_args(case["opts"])])
+    assert capsys.readouterr().out == nova["xml"] + "\n"
+
+
+# ---------------------------------------------------------------------------
 # (b) libvirt's schema
 
 
@@ -967,7 +1121,8 @@ def test_never_crashes(vif_type, vnic, changes, strategy, virt):
                    profile={"pci_slot": PCI})
     vif.update(changes)
     opts = GuestOptions(virt_type=virt, vf_netdev=VF, queues=2,
-                        rx_queue_size=512, bandwidth_in=Bandwidth(average=5))
+                        rx_queue_size=512, bandwidth_in=Bandwidth(average=5),
+                        vdpa_dev=VDPA)
     try:
         elem = render_interface(vif, opts, strategy)
     except VifError as exc:

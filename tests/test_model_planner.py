@@ -168,3 +168,39 @@ def test_lxd_render_matches_nova_lxd_device():
     assert device_to_detach(profile, b.devname, b.mac) == "eth0"
     assert device_to_detach({**profile, b.devname: {"type": "nic"}}, b.devname, b.mac) == b.devname
     assert device_to_detach({"root": {"type": "disk"}}, b.devname, b.mac) is None
+
+
+# --------------------------------------------------------------------------- vhost-user mode, vdpa
+
+def test_vhostuser_mode_defaults_to_server_like_nova():
+    """Nova's os_vif_util._set_vhostuser_settings: no vhostuser_mode means
+    'server' (QEMU creates the socket), so OVS gets a dpdkvhostuserclient."""
+    b = load_one(neutron("vhostuser", {"vhostuser_socket": "/run/vhu.sock", "vhostuser_ovs_plug": True}))
+    assert b.spec.mode == "server"
+    p = plan(b, HostFacts())
+    port = next(s for s in p.steps if s.op == "ovs_port")
+    assert port.args["iface_type"] == "dpdkvhostuserclient"
+    assert port.args["options"] == {"vhost-server-path": "/run/vhu.sock"}
+    assert '<source type="unix" mode="server" path="/run/vhu.sock"/>' in p.guest.xml
+    client = load_one(neutron("vhostuser", {"vhostuser_socket": "/run/vhu.sock", "vhostuser_mode": "client"}))
+    assert client.spec.mode == "client"
+
+
+@pytest.mark.parametrize("mode", [None, "listen", 1])
+def test_vhostuser_mode_given_must_be_client_or_server(mode):
+    # an explicit null is not "left out": os-vif's VIFVHostUserModeField refuses it, Nova fails
+    with pytest.raises(VifError, match=f"port {PID}: binding:vif_details.vhostuser_mode: "):
+        load_one(neutron("vhostuser", {"vhostuser_socket": "/run/vhu.sock", "vhostuser_mode": mode}))
+
+
+def test_ovs_vdpa_is_a_representor_port_with_a_vdpa_interface():
+    from vifwire.renderers.options import GuestOptions
+
+    b = load_one(neutron("ovs", **{"binding:vnic_type": "vdpa", "binding:profile": {"pci_slot": "0000:81:10.2"}}))
+    assert b.spec.representor
+    p = plan(b, HostFacts(firewall=True), GuestOptions(vdpa_dev="/dev/vhost-vdpa-2"))
+    # no tap to wire, whatever the host facts say (as for vnic_type direct)
+    assert (p.strategy, p.steps) == ("ovs-representor", [])
+    assert '<interface type="vdpa">' in p.guest.xml and '<source dev="/dev/vhost-vdpa-2"/>' in p.guest.xml
+    with pytest.raises(VifError, match=f"port {PID}: guest.vdpa_dev: is required"):
+        plan(b, HostFacts())

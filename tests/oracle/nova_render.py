@@ -12,7 +12,8 @@ order.  A case is::
      "opts": {"virt_type": "kvm", "model": null, "queues": null,
               "rx_queue_size": null, "tx_queue_size": null, "packed": false,
               "bandwidth_in": {"average": null, "peak": null, "burst": null},
-              "bandwidth_out": {...}, "vf_netdev": null},
+              "bandwidth_out": {...}, "vf_netdev": null,
+              "vdpa_devices": {}, "vdpa_dev": null},
      "ovs_strategy": null}
 
 (``opts`` mirrors ``vifwire.renderers.options.GuestOptions``; every key is
@@ -32,13 +33,17 @@ in production:
                         "no <model> element") -> ``[libvirt]
                         use_virtio_for_bridges = False`` and no image model,
                         which is how Nova ends up with no model.
-* ``queues``         -> image ``hw_vif_multiqueue_enabled=True`` and
-                        ``flavor.vcpus = queues`` (Nova asks for one queue per
-                        vCPU).  ``_get_max_tap_queues`` depends on the running
-                        kernel; to make it deterministic ``[libvirt]max_queues``
-                        stays unset and the kernel release seen by
-                        ``nova.virt.libvirt.vif`` is pinned to 6.1 (Linux >= 5:
-                        no tap queue limit), so queues == vcpus.
+* ``queues``         -> multiqueue on with Nova ending up at ``queues``
+                        queue pairs: image ``hw_vif_multiqueue_enabled=True``,
+                        ``flavor.vcpus = max(queues, 2)`` (Nova turns
+                        multiqueue off below 2 vCPUs) and ``[libvirt]
+                        max_queues = queues`` (the tap queue limit), so
+                        ``_get_virtio_mq_settings`` gives min(vcpus,
+                        max_queues) == queues -- for ``queues = 1`` that is a
+                        2-vCPU guest on a host limited to one queue.  Without
+                        ``queues``: 1 vCPU, no multiqueue.  The kernel release
+                        seen by ``nova.virt.libvirt.vif`` is pinned to 6.1
+                        anyway (Linux >= 5: no kernel limit).
 * ``rx_queue_size``/``tx_queue_size`` -> ``[libvirt]rx_queue_size`` /
                         ``tx_queue_size`` (oslo.config enforces 256/512/1024).
 * ``packed``         -> image ``hw_virtio_packed_ring=True``.
@@ -58,6 +63,13 @@ in production:
                         ``parse_address`` and returns ``vf_netdev`` (or raises
                         ``PciDeviceNotFoundById`` when it is null, like a host
                         without that VF).
+* ``vdpa_devices``/``vdpa_dev`` -> there is no vDPA hardware either, so the
+                        driver gets a stand-in ``Host`` whose
+                        ``get_vdpa_device_path(pci_address)`` (Nova asks
+                        libvirt for the vDPA node device whose parent is the
+                        VF) answers ``vdpa_devices[pci_address]``, else
+                        ``vdpa_dev``, else raises ``StopIteration`` as Nova's
+                        does when the VF has no vDPA device.
 
 ``vif_type = "bridge"``: Nova 34 removed the Linux bridge VIF type
 (``os_vif_util`` raises "no longer supported").  vifwire keeps Nova 33's
@@ -106,7 +118,8 @@ def _setup():
          real_uname.version, real_uname.machine))
     libvirt_vif.os = types.SimpleNamespace(uname=lambda: fake_uname)
 
-    state = {"vf_netdev": None, "nova34_bridge": False}
+    state = {"vf_netdev": None, "nova34_bridge": False, "vdpa_devices": {},
+             "vdpa_dev": None}
 
     def get_ifname_by_pci_address(pci_addr, pf_interface=False):
         pci_utils.parse_address(pci_addr)
@@ -134,6 +147,18 @@ def _setup():
         return nova34_convert(vif)
 
     libvirt_vif.os_vif_util.nova_to_osvif_vif = nova_to_osvif_vif
+
+    class VdpaHost:
+        """Stands in for nova.virt.libvirt.host.Host's vDPA lookup only."""
+
+        def get_vdpa_device_path(self, pci_address):
+            if pci_address in state["vdpa_devices"]:
+                return state["vdpa_devices"][pci_address]
+            if state["vdpa_dev"] is not None:
+                return state["vdpa_dev"]
+            raise StopIteration  # Host.get_vdpa_nodedev_by_address: next()
+
+    state["host"] = VdpaHost()
     return conf, objects, network_model, libvirt_vif, state
 
 
@@ -172,7 +197,7 @@ def _render_one(env, case):
     vcpus = 1
     if queues is not None:
         props["hw_vif_multiqueue_enabled"] = True
-        vcpus = queues
+        vcpus = max(queues, 2)
     if opts.get("packed"):
         props["hw_virtio_packed_ring"] = True
 
@@ -194,6 +219,9 @@ def _render_one(env, case):
         display_name="vifwire-oracle", project_id="demo")
     state["vf_netdev"] = opts.get("vf_netdev")
     state["nova34_bridge"] = bool(case.get("nova34_bridge"))
+    state["vdpa_devices"] = {k.lower(): v for k, v in
+                             (opts.get("vdpa_devices") or {}).items()}
+    state["vdpa_dev"] = opts.get("vdpa_dev")
 
     # Nova's own validation of nova.conf values and image properties.
     try:
@@ -202,6 +230,7 @@ def _render_one(env, case):
                           group="libvirt")
         conf.set_override("tx_queue_size", opts.get("tx_queue_size"),
                           group="libvirt")
+        conf.set_override("max_queues", queues, group="libvirt")
         image_meta = objects.ImageMeta.from_dict(
             {"name": "vifwire-oracle", "properties": props})
     except Exception as exc:
@@ -209,7 +238,7 @@ def _render_one(env, case):
 
     try:
         nw_vif = network_model.VIF.hydrate(vif)
-        driver = libvirt_vif.LibvirtGenericVIFDriver()
+        driver = libvirt_vif.LibvirtGenericVIFDriver(host=state["host"])
         cfg = driver.get_config(instance, nw_vif, image_meta, flavor,
                                 virt_type)
         return {"xml": cfg.to_xml()}

@@ -171,6 +171,7 @@ class Api:
         return ok(a.to_json())
 
     def plug(self, req: Request) -> Response:
+        from vifwire.hostfacts.vdpa import with_vdpa_devices
         from vifwire.model.loader import load_documents
         from vifwire.service.wiring import plan_all
 
@@ -182,7 +183,8 @@ class Api:
         facts = pr.facts
         if pr.guest.queues and pr.guest.queues > 1 and not facts.multiqueue:  # as the CLI's --queues
             facts = dataclasses.replace(facts, multiqueue=True)
-        items = list(zip(bindings, plan_all(bindings, facts, pr.guest)))
+        guest = with_vdpa_devices(pr.guest, bindings)  # the host's vhost-vdpa devices, from /sys
+        items = list(zip(bindings, plan_all(bindings, facts, guest)))
         job = self.agent.writer.submit(Job(JobKind.PLUG, items=items, ovs_wait=pr.wait))
         try:
             results = job.wait()

@@ -304,6 +304,7 @@ class FleetSync:
     def _plug(self, items: list[tuple[str, bytes, int]]) -> dict[str, dict[str, Any]]:
         from vifwire.agent import requests as rq
         from vifwire.errors import VifwireError
+        from vifwire.hostfacts.vdpa import with_vdpa_devices
         from vifwire.model.loader import load_documents
         from vifwire.service.wiring import plan_all
 
@@ -322,7 +323,8 @@ class FleetSync:
                 # the record remembers what it was plugged from (see the module's docstring)
                 mark = {"host": self.config.host, "digest": digest(value), "revision": rev}
                 binding = binding.replace(vif={**binding.vif, "fleet": mark})
-                planned.append((binding, plan_all([binding], pr.facts, pr.guest)[0], rev))
+                guest = with_vdpa_devices(pr.guest, [binding])  # the host's vhost-vdpa devices, from /sys
+                planned.append((binding, plan_all([binding], pr.facts, guest)[0], rev))
             except (VifwireError, ValueError) as exc:
                 out[pid] = self._status("failed", rev, error=" ".join(str(exc).split()))
         if planned:

@@ -40,7 +40,11 @@ SCHEMAS: dict[str, Any] = {
         "hypervisor": {"enum": ["libvirt", "lxd"]}, "libvirt_version": {"type": "string"},
         "firewall": {"type": "boolean"}, "ovs_datapath": {"enum": ["system", "netdev"]},
         "anti_spoof": {"enum": ["auto", "on", "off"]}, "guest_netns": {"type": "string"},
-        "multiqueue": {"type": "boolean"}}, "additionalProperties": False},
+        "multiqueue": {"type": "boolean"},
+        "lxd_instance": {"type": "string", "description": "Also add each port's NIC to this LXD instance "
+                                                          "(hypervisor lxd; docs/lxd.md)"},
+        "lxd_socket": {"type": "string", "description": "LXD's Unix socket (default: the agent's)"}},
+        "additionalProperties": False},
     "CniRequest": {"type": "object", "required": ["env", "config"], "additionalProperties": False, "properties": {
         "env": {"type": "object", "additionalProperties": {"type": "string"},
                 "description": "The plugin's CNI_* variables (CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, ...)"},
@@ -57,7 +61,8 @@ SCHEMAS: dict[str, Any] = {
         "queues": {"type": "integer", "minimum": 1}, "rx_queue_size": {"type": "integer"},
         "tx_queue_size": {"type": "integer"}, "packed": {"type": "boolean"},
         "bandwidth_in": {"$ref": "#/components/schemas/Bandwidth"},
-        "bandwidth_out": {"$ref": "#/components/schemas/Bandwidth"}, "vf_netdev": {"type": "string"}},
+        "bandwidth_out": {"$ref": "#/components/schemas/Bandwidth"}, "vf_netdev": {"type": "string"},
+        "vdpa_dev": {"type": "string"}},
         "additionalProperties": False},
     "PlugRequest": {"oneOf": [
         {"$ref": "#/components/schemas/Binding"},

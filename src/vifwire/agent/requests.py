@@ -93,7 +93,7 @@ def parse_facts(doc: Any, base: HostFacts) -> HostFacts:
             if not isinstance(value, bool):
                 raise problem(where, "must be true or false")
             changes[key] = value
-        elif key == "guest_netns":
+        elif key in ("guest_netns", "lxd_instance", "lxd_socket"):  # the planner checks the LXD ones
             changes[key] = _text(value, where)
         else:
             raise problem(where, "is not a host fact")
@@ -112,7 +112,7 @@ def parse_guest(doc: Any, base: GuestOptions) -> GuestOptions:
             if value not in ("kvm", "qemu", "lxc", "parallels"):
                 raise problem(where, "must be one of kvm, qemu, lxc, parallels")
             changes[key] = value
-        elif key in ("model", "vf_netdev"):
+        elif key in ("model", "vf_netdev", "vdpa_dev"):
             changes[key] = _text(value, where)
         elif key in _GUEST_INTS:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -194,7 +194,7 @@ def gc_request(doc: Any) -> bool:
 def facts_to_json(f: HostFacts) -> dict[str, Any]:
     return {"hypervisor": f.hypervisor, "libvirt_version": ".".join(map(str, f.libvirt_version)),
             "firewall": f.firewall, "ovs_datapath": f.ovs_datapath, "anti_spoof": f.anti_spoof,
-            "guest_netns": f.guest_netns}
+            "guest_netns": f.guest_netns, "lxd_instance": f.lxd_instance, "lxd_socket": f.lxd_socket}
 
 
 def cni_request(doc: Any) -> tuple[dict[str, str], str]:

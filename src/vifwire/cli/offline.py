@@ -49,11 +49,13 @@ def render_libvirt(file: Any, **kw: Any) -> None:
     The OVS wiring follows the binding like Nova does; host facts
     (--firewall, --libvirt-version) may change it the way the generic driver
     decides (docs/libvirt-rendering.md), e.g. hybrid plugging when host firewalling is needed.
+    A vdpa port needs its VF's vhost-vdpa device: --vdpa-dev, or found in /sys on this host.
     """
     from vifwire.service.wiring import render as render_guests
 
-    guest, facts = opt.guest_from(kw), opt.facts_from(kw, force_hypervisor="libvirt")
-    click.echo("\n".join(g.xml or "" for g in render_guests(load_file(file), facts, guest)))
+    bindings = load_file(file)
+    guest, facts = opt.with_host_devices(opt.guest_from(kw), bindings), opt.facts_from(kw, force_hypervisor="libvirt")
+    click.echo("\n".join(g.xml or "" for g in render_guests(bindings, facts, guest)))
 
 
 @render.command("lxd")
@@ -80,13 +82,15 @@ def render_lxd(file: Any, **kw: Any) -> None:
 @click.argument("file", type=click.File("r", encoding="utf-8", errors="surrogateescape"))
 @opt.guest_options
 @opt.host_fact_options
+@opt.lxd_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plan_cmd(file: Any, as_json: bool, **kw: Any) -> None:
     """Show what would be done for each port: strategy, why, host steps, guest config."""
     from vifwire.service.wiring import plan_all
 
-    guest, facts = opt.guest_from(kw), opt.facts_from(kw)
-    plans = plan_all(load_file(file), facts, guest)
+    bindings = load_file(file)
+    guest, facts = opt.with_host_devices(opt.guest_from(kw), bindings), opt.facts_from(kw)
+    plans = plan_all(bindings, facts, guest)
     if as_json:
         import json
 

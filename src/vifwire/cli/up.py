@@ -54,7 +54,7 @@ def up(file: Any, sandbox: bool, hold: bool, as_json: bool, **kw: Any) -> None:
     bindings = load_file(file)
     hypervisor = kw.get("hypervisor") or ("lxd" if sandbox else "libvirt")
     kw["hypervisor"] = hypervisor
-    guest = opt.guest_from(kw)
+    guest = opt.with_host_devices(opt.guest_from(kw), bindings)
     out = click.echo if not as_json else (lambda *a, **k: None)
     summary: dict[str, Any] = {"sandbox": sandbox, "hypervisor": hypervisor}
 

@@ -30,9 +30,10 @@ _FILE = click.File("r", encoding="utf-8", errors="surrogateescape")
 #: Plug options the agent takes per request (``facts``/``guest`` of ``POST
 #: /v1/ports``); with --agent only those the user gave are sent, the rest
 #: come from the agent's own command line.
-FACT_OPTIONS = ("hypervisor", "libvirt_version", "firewall", "ovs_datapath", "anti_spoof", "guest_netns")
+FACT_OPTIONS = ("hypervisor", "libvirt_version", "firewall", "ovs_datapath", "anti_spoof", "lxd_instance", "lxd_socket",
+                "guest_netns")
 GUEST_OPTIONS = ("virt_type", "model", "queues", "rx_queue_size", "tx_queue_size", "packed", "bandwidth_in",
-                 "bandwidth_out", "vf_netdev")
+                 "bandwidth_out", "vf_netdev", "vdpa_dev")
 
 
 # --------------------------------------------------------------------------- plug
@@ -43,6 +44,7 @@ GUEST_OPTIONS = ("virt_type", "model", "queues", "rx_queue_size", "tx_queue_size
 @host_options
 @opt.guest_options
 @opt.host_fact_options
+@opt.lxd_options
 @click.option("--guest-netns", default=None, metavar="NAME",
               help="Container guests: create the tin end directly in this existing namespace.")
 @click.option("--instance", default=None, metavar="ID", help="Instance (VM/container) id to record.")
@@ -62,6 +64,15 @@ def plug(ctx: click.Context, file: Any, agent: str | None, as_json: bool, instan
 
     With --agent the per-host agent does the work; host facts and guest
     options given here override the agent's own for this request.
+
+    A vdpa port's vhost-vdpa device is looked up in /sys by its VF's PCI
+    address, unless --vdpa-dev names it.
+
+    Containers: with --hypervisor lxd --lxd-instance NAME each port's NIC
+    (the tin end, a 'physical' NIC named after the tap) is also added to that
+    LXD instance through LXD's API, last, hot-plugged if it is running; a
+    failure there (no such instance, no LXD at --lxd-socket) rolls the host
+    back like any other step (docs/lxd.md).
     """
     if agent:
         client = agent_client(ctx, agent)
@@ -72,7 +83,7 @@ def plug(ctx: click.Context, file: Any, agent: str | None, as_json: bool, instan
         show_plug(ports, as_json)
         return
     bindings = load_file(file)
-    guest, facts = opt.guest_from(kw), opt.facts_from(kw)
+    guest, facts = opt.with_host_devices(opt.guest_from(kw), bindings), opt.facts_from(kw)
     with service(kw) as svc:
         prog, tick = progress(len(bindings), "plugging")
         if prog:
@@ -155,6 +166,7 @@ def failure_lines(ports: list[dict[str, Any]]) -> list[str]:
 @agent_option
 @host_options
 @opt.host_fact_options
+@opt.lxd_options
 @click.option("--json", "as_json", is_flag=True)
 @verbose_options
 @click.pass_context
@@ -166,6 +178,12 @@ def unplug(ctx: click.Context, port_ids: tuple[str, ...], file: Any, all_: bool,
     ports are removed in bulk: one OVSDB transaction, one nftables
     transaction, one link-group delete. With --agent the agent unplugs, with
     its own host facts.
+
+    A port plugged with --lxd-instance is first detached from its LXD
+    instance (its device found by name, else by the port's MAC for devices
+    older versions named differently); LXD gives the tin end back and the
+    pair is deleted. --lxd-instance here applies to --file ports without a
+    record (docs/lxd.md).
     """
     if agent:
         # the delete API takes no facts: refuse rather than silently unplug with others

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -39,6 +40,12 @@ def _parse_bandwidth(ctx: click.Context, param: click.Parameter, value: str | No
     return Bandwidth(average=nums[0], peak=nums[1], burst=nums[2])
 
 
+def _absolute_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.startswith("/"):
+        raise click.BadParameter(f"{value!r} is not an absolute path (e.g. /dev/vhost-vdpa-0)")
+    return value
+
+
 def compose(*decorators: Callable) -> Callable:
     """Several click decorators as one (applied in the order given)."""
     def wrap(f: Callable) -> Callable:
@@ -61,7 +68,9 @@ guest_options = compose(
                  show_default=True, help="libvirt virt type of the guest."),
     click.option("--model", default=None, metavar="MODEL",
                  help="NIC model (virtio, e1000, ...); 'none' omits it. Default as Nova: virtio for kvm/qemu/parallels."),
-    click.option("--queues", type=click.IntRange(1, 256), default=None, help="Multiqueue: number of queues."),
+    click.option("--queues", type=click.IntRange(1, 256), default=None,
+                 help="Multiqueue on, with this many queues: Nova's count (the guest's vCPUs, capped by the "
+                      "host's tap queue limit), so 1 gives <driver queues='1'> as in Nova. Default: off."),
     click.option("--rx-queue-size", type=click.Choice(["256", "512", "1024"]), default=None,
                  help="virtio RX queue size."),
     click.option("--tx-queue-size", type=click.Choice(["256", "512", "1024"]), default=None,
@@ -70,6 +79,9 @@ guest_options = compose(
     bandwidth_options,
     click.option("--vf-netdev", default=None, metavar="NAME",
                  help="The VF's netdev for direct/macvtap types when no real VF can be looked up."),
+    click.option("--vdpa-dev", default=None, metavar="PATH", callback=_absolute_path,
+                 help="vnic_type vdpa: the VF's vhost-vdpa device (/dev/vhost-vdpa-N). "
+                      "Default: looked up in /sys by the port's binding:profile.pci_slot."),
 )
 
 host_fact_options = compose(
@@ -85,6 +97,16 @@ host_fact_options = compose(
                  help="Anti-spoofing filters: auto = unless the binding says port_filter=true."),
 )
 
+#: Attach to / detach from an LXD instance (docs/lxd.md): plug, unplug, plan.
+lxd_options = compose(
+    click.option("--lxd-instance", default=None, metavar="NAME",
+                 help="With --hypervisor lxd: also add each port's NIC to this LXD instance (hot-plugged if it "
+                      "runs) after wiring the host, and detach it (by device name, else MAC) before unwiring."),
+    click.option("--lxd-socket", default=None, metavar="PATH", envvar="VIFWIRE_LXD_SOCKET",
+                 help="LXD's Unix socket [default: $LXD_DIR/unix.socket, else /var/lib/lxd/unix.socket; "
+                      "env VIFWIRE_LXD_SOCKET]."),
+)
+
 
 def guest_from(kw: dict[str, Any]) -> GuestOptions:
     return GuestOptions(
@@ -97,11 +119,26 @@ def guest_from(kw: dict[str, Any]) -> GuestOptions:
         bandwidth_in=kw.get("bandwidth_in") or Bandwidth(),
         bandwidth_out=kw.get("bandwidth_out") or Bandwidth(),
         vf_netdev=kw.get("vf_netdev"),
+        vdpa_dev=kw.get("vdpa_dev"),
     )
 
 
+def with_host_devices(guest: GuestOptions, bindings: list[Any]) -> GuestOptions:
+    """``guest`` plus what only this host can say about the ports: the
+    vhost-vdpa devices of ``vdpa`` ports, from sysfs unless ``--vdpa-dev``
+    names one (docs/libvirt-rendering.md, "vdpa ports")."""
+    from vifwire.hostfacts.vdpa import vdpa_slots, with_vdpa_devices
+
+    if guest.vdpa_dev is not None and len(vdpa_slots(bindings)) > 1:
+        # one vhost-vdpa device cannot serve two VFs
+        raise click.BadParameter("names one device, but the ports are vdpa ports of "
+                                 f"{len(vdpa_slots(bindings))} VFs (leave it out to look each up in /sys)",
+                                 param_hint="--vdpa-dev")
+    return with_vdpa_devices(guest, bindings)
+
+
 def facts_from(kw: dict[str, Any], force_hypervisor: str | None = None, guest_netns: str | None = None):
-    from vifwire.planner.facts import HostFacts, parse_version
+    from vifwire.planner.facts import HostFacts, lxd_socket_from, parse_version
 
     try:
         version = parse_version(kw.get("libvirt_version") or "10.0.0")
@@ -115,6 +152,8 @@ def facts_from(kw: dict[str, Any], force_hypervisor: str | None = None, guest_ne
         anti_spoof=kw.get("anti_spoof") or "auto",
         guest_netns=guest_netns or kw.get("guest_netns"),
         multiqueue=bool(kw.get("queues") and kw["queues"] > 1),
+        lxd_instance=kw.get("lxd_instance") or None,
+        lxd_socket=kw.get("lxd_socket") or lxd_socket_from(os.environ),
     )
 
 

@@ -40,8 +40,9 @@ from vifwire.store.base import Attachment, Store
 
 log = logging.getLogger("vifwire.executors.engine")
 
-#: Unplug order for bulk removal: policy first, then ports, then links, then bridges.
-REMOVE_ORDER = (StepKind.GUEST_IP, StepKind.ANTISPOOF, StepKind.ADDRESSES, StepKind.PROXY_NDP, StepKind.ROUTES, StepKind.SYSCTLS, StepKind.OVS_PORT,
+#: Unplug order for bulk removal: the container's NIC first (LXD gives the
+#: tin end back to the host, docs/lxd.md), policy, then ports, then links, then bridges.
+REMOVE_ORDER = (StepKind.LXD_NIC, StepKind.GUEST_IP, StepKind.ANTISPOOF, StepKind.ADDRESSES, StepKind.PROXY_NDP, StepKind.ROUTES, StepKind.SYSCTLS, StepKind.OVS_PORT,
                 StepKind.MASTER, StepKind.TAP, StepKind.MACVTAP, StepKind.VETH, StepKind.VLAN, StepKind.BRIDGE,
                 StepKind.OVS_BRIDGE, StepKind.REQUIRE_LINK)
 assert set(REMOVE_ORDER) == set(StepKind), "every step kind has an unplug position"

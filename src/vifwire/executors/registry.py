@@ -36,6 +36,7 @@ HANDLER_CLASSES: dict[StepKind, tuple[str, str]] = {
     StepKind.ANTISPOOF: ("vifwire.executors.firewall", "AntiSpoofHandler"),
     StepKind.ADDRESSES: ("vifwire.executors.kernel.addr", "AddressesHandler"),
     StepKind.GUEST_IP: ("vifwire.executors.kernel.addr", "GuestIpHandler"),
+    StepKind.LXD_NIC: ("vifwire.executors.lxd", "LxdNicHandler"),
 }
 
 #: Modules with ``garbage(ctx, owned)`` and ``remove_garbage(ctx, items)``, in gc order.

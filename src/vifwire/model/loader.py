@@ -321,7 +321,7 @@ def _spec_ovs(c: _Ctx) -> OvsSpec:
         hybrid_plug=c.details.get("ovs_hybrid_plug"), create_tap=c.details.get("ovs_create_tap"),
         port_filter=c.details.get("port_filter"), datapath_type=dp,
         isolate_vif=bool(c.details.get("isolate_vif", False)),
-        representor=c.vif.get("vnic_type") in (vt.VNIC_DIRECT, vt.VNIC_REMOTE_MANAGED),
+        representor=c.vif.get("vnic_type") in vt.VNIC_REPRESENTOR,
     )
 
 
@@ -416,7 +416,10 @@ def _spec_vhostuser(c: _Ctx) -> VhostUserSpec:
     sock = c.detail("vhostuser_socket", required=True)
     if not sock.startswith("/") or "\x00" in sock:
         raise VifError(c.pid, f"{c.f_det}.vhostuser_socket", f"{sock!r} is not an absolute path")
-    mode = c.detail("vhostuser_mode", required=True)
+    # Absent means 'server' (QEMU creates the socket, the switch connects), as
+    # Nova's os_vif_util._set_vhostuser_settings defaults it; an explicit null
+    # is refused, as os-vif's VIFVHostUserModeField refuses it.
+    mode = c.details["vhostuser_mode"] if "vhostuser_mode" in c.details else vt.VHOSTUSER_DEFAULT_MODE
     if mode not in vt.VHOSTUSER_MODES:
         raise VifError(c.pid, f"{c.f_det}.vhostuser_mode", f"{mode!r} is neither 'client' nor 'server'")
     ovs_plug = bool(c.details.get("vhostuser_ovs_plug", False))

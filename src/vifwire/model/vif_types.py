@@ -58,8 +58,16 @@ VNIC_TYPES = (
     VNIC_ACCELERATOR_DIRECT_PHYSICAL, VNIC_REMOTE_MANAGED, VNIC_SMARTNIC,
 )
 
+#: OVS vnic types with no tap: the guest gets the VF (with ``vdpa``, the VF's
+#: vhost-vdpa device) and the OVS port is the VF's representor; Nova's
+#: os_vif_util._nova_to_osvif_vif_ovs makes them VIFHostDevice.
+VNIC_REPRESENTOR = (VNIC_DIRECT, VNIC_REMOTE_MANAGED, VNIC_VDPA)
+
 MACVTAP_MODES = ("vepa", "bridge", "private", "passthrough")
 VHOSTUSER_MODES = ("client", "server")
+#: ``vhostuser_mode`` when the binding leaves it out: QEMU is the server
+#: (Nova's os_vif_util._set_vhostuser_settings).
+VHOSTUSER_DEFAULT_MODE = "server"
 
 #: Types whose host side is a kernel device that vifwire can wire for a container.
 LXD_SUPPORTED = (OVS, BRIDGE, TAP, MACVTAP)

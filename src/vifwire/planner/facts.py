@@ -6,6 +6,8 @@ supplies these facts, which keeps planning a pure, repeatable function.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +33,10 @@ class HostFacts:
     ``host_gateway``: the host holds the guests' gateway address, so that it
     answers ping too: on each routed host end (169.254.1.1/32, fe80::1, as
     the CNI ``ptp`` plugin does), or the subnet's gateway on the bridge.
+    ``lxd_instance``: vifwire also gives the ``tin`` end to this LXD
+    instance as a ``physical`` NIC (and takes it back at unplug), through
+    the LXD daemon listening on ``lxd_socket`` (``None``:
+    :data:`LXD_DEFAULT_SOCKET`); docs/lxd.md.
     """
 
     hypervisor: Literal["libvirt", "lxd"] = "libvirt"
@@ -43,6 +49,21 @@ class HostFacts:
     guest_ifname: str | None = None
     guest_ip: bool = False
     host_gateway: bool = False
+    lxd_instance: str | None = None
+    lxd_socket: str | None = None
+
+
+#: Where a packaged LXD listens (LXD docs, "Environment variables": ``LXD_DIR``
+#: moves it to ``$LXD_DIR/unix.socket``).
+LXD_DEFAULT_SOCKET = "/var/lib/lxd/unix.socket"
+
+
+def lxd_socket_from(environ: Mapping[str, str]) -> str:
+    """The LXD socket an environment points at: ``$LXD_DIR/unix.socket``, else
+    :data:`LXD_DEFAULT_SOCKET`. Takes the environment as an argument, so the
+    front end reads it and planning stays a pure function of its inputs."""
+    lxd_dir = environ.get("LXD_DIR")
+    return os.path.join(lxd_dir, "unix.socket") if lxd_dir else LXD_DEFAULT_SOCKET
 
 
 def parse_version(text: str) -> tuple[int, int, int]:

@@ -18,6 +18,7 @@ from vifwire.model.binding import (
     Binding, BridgeSpec, MacvtapSpec, OvsSpec, QbgSpec, TapSpec, VhostUserSpec,
 )
 from vifwire.planner.facts import LIBVIRT_VIRTUALPORT_MIN, HostFacts
+from vifwire.planner.lxd import lxd_steps, lxd_takes_peer
 from vifwire.planner.plan import GuestConfig, Plan, Step
 from vifwire.renderers.options import GuestOptions
 
@@ -35,7 +36,8 @@ def plan(binding: Binding, facts: HostFacts | None = None, guest: GuestOptions |
         ovs_strategy = None
     else:
         strategy, reason, steps, ovs_strategy = _plan_libvirt(binding, facts, guest)
-    steps = steps + _security_steps(binding, facts, strategy) + _gateway_steps(binding, facts, strategy)
+    steps = steps + _security_steps(binding, facts, strategy) + _gateway_steps(binding, facts, strategy) \
+        + lxd_steps(binding, facts, guest)  # last: the container gets its NIC once the host side is done
     return Plan(
         port_id=binding.port_id, instance_id=binding.instance_id, devname=binding.devname,
         mac=binding.mac, vif_type=binding.vif_type, vnic_type=binding.vnic_type,
@@ -254,6 +256,8 @@ def _plan_lxd(b: Binding, f: HostFacts):
                 why="tap end on the host, tin end for the container, made before it exists")
     if f.guest_ip:  # the host end's MAC is part of a CNI result: known before the device exists
         veth.args["host_mac"] = names.host_mac(b.port_id)
+    if lxd_takes_peer(f):  # LXD moves the tin into the container and back (docs/lxd.md)
+        veth.args["peer_to_guest"] = True
     if isinstance(spec, OvsSpec):
         choice, reason = _choose_ovs(b, spec, f)
         steps = _ovs_bridge_steps(spec, f)

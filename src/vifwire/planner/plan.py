@@ -28,10 +28,17 @@ Host step kinds (``Step.op``, a :class:`StepKind`) and their ``args``:
                  ``shared`` ones (a network bridge's) stay when the port goes
 ``guest_ip``     netns, ifname, addresses (CIDRs), routes [{dst, gw}] - the guest
                  end's addresses and routes, set inside the guest's namespace
+``lxd_nic``      instance, socket, device, nic {type, nictype, parent, hwaddr}, mac -
+                 the LXD instance's NIC device ``device`` (its ``parent`` the tin
+                 end); detached by name, else by ``mac`` (docs/lxd.md)
 
 Link-creating steps (tap, veth, macvtap, the port's own bridge) also carry
 ``owner`` (the port id): the ownership mark the executor writes on the device
-and checks before it touches one (docs/operations.md).
+and checks before it touches one (docs/operations.md). Tap, veth and macvtap
+steps may carry ``no_ipv6``: the step's devices in the host's namespace on
+which IPv6 is disabled before they come up (docs/kernel.md, "IPv6 on").
+A veth step with ``peer_to_guest`` has a peer that the guest's hypervisor
+(LXD) moves into the guest and back: either place is right (docs/lxd.md).
 
 At unplug time the engine gives the port's veth step ``mac`` (the guest MAC) as a
 hint, so a pair named by an older version can still be
@@ -64,6 +71,7 @@ class StepKind(StrEnum):
     ANTISPOOF = "antispoof"
     ADDRESSES = "addresses"
     GUEST_IP = "guest_ip"
+    LXD_NIC = "lxd_nic"
 
 
 #: Steps that create kernel links (and so own them).
@@ -101,6 +109,8 @@ class Step:
             extra = f" on {self.args['source']} mode {self.args['mode']}"
         elif self.op == "guest_ip":
             extra = f" in {self.args['netns']} " + ",".join(self.args.get("addresses", []))
+        elif self.op == "lxd_nic":
+            main, extra = self.args["device"], f" -> LXD instance {self.args['instance']}"
         elif self.op in ("routes", "proxy_ndp", "addresses"):
             extra = " " + ",".join(self.args.get("addresses", []))
         return f"{self.op} {main}{extra}".rstrip()

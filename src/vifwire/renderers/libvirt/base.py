@@ -87,6 +87,9 @@ class RendererBase:
         if o.queues is not None and not is_int(o.queues):
             self.fail("guest.queues",
                       f"must be an integer, got {typename(o.queues)}")
+        if o.queues is not None and o.queues < 1:
+            # Nova's queue count is min(vCPUs, [libvirt]max_queues >= 1).
+            self.fail("guest.queues", f"{o.queues} is not a queue count (>= 1)")
         if not isinstance(o.packed, bool):
             self.fail("guest.packed",
                       f"must be a boolean, got {typename(o.packed)}")
@@ -100,6 +103,14 @@ class RendererBase:
                 if v is not None and not is_int(v):
                     self.fail(f"guest.{name}.{key}",
                               f"must be an integer, got {typename(v)}")
+        if o.vdpa_dev is not None and not isinstance(o.vdpa_dev, str):
+            self.fail("guest.vdpa_dev",
+                      f"must be a string, got {typename(o.vdpa_dev)}")
+        if not isinstance(o.vdpa_devices, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str)
+                for k, v in o.vdpa_devices.items()):
+            self.fail("guest.vdpa_devices", "must map PCI addresses to "
+                      "device paths (strings)")
         if self.strategy is not None and self.strategy not in OVS_STRATEGIES:
             self.fail("ovs_strategy", f"{self.strategy!r} is not one of "
                       f"{', '.join(OVS_STRATEGIES)}")
@@ -129,9 +140,11 @@ class RendererBase:
             if o.virt_type == "qemu":
                 driver = "qemu"
             if o.virt_type in ("kvm", "parallels"):
-                # _get_virtio_mq_settings: one queue per vCPU; no tap queue
-                # limit (Linux >= 5, [libvirt]max_queues unset).
-                if o.queues is not None and o.queues >= 2:
+                # _get_virtio_mq_settings: with multiqueue on, driver vhost
+                # and the queue count, even 1 (vCPUs clamped to a tap limit
+                # of 1); docs/libvirt-rendering.md, "Guest options and the
+                # Nova input they stand for".
+                if o.queues is not None:
                     driver = "vhost"
                     queues = o.queues
             if driver in ("vhost", None) and rx:

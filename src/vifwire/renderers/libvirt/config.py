@@ -76,6 +76,8 @@ def format_interface(c: InterfaceConf) -> Element:
             SubElement(dev, "mtu", size=str(c.mtu))
     elif c.net_type == "direct":
         SubElement(dev, "source", dev=c.source_dev, mode=c.source_mode)
+    elif c.net_type == "vdpa":
+        SubElement(dev, "source", dev=c.source_dev)
     elif c.net_type == "hostdev":
         src = SubElement(dev, "source")
         addr = SubElement(src, "address", type="pci")

@@ -89,6 +89,25 @@ class DirectFamily(RendererBase):
         self.representor_profile(ovs)
         return ("hostdev", self.osvif_pci())
 
+    def vdpa_path(self, pci: str) -> str:
+        """The VF's vhost-vdpa device: what Nova gets from libvirt
+        (``Host.get_vdpa_device_path``), here from the options, so the
+        renderer stays pure (docs/libvirt-rendering.md, "vdpa ports")."""
+        o = self.opts
+        devices = {k.lower(): v for k, v in o.vdpa_devices.items()}
+        if pci in devices:
+            path, field = devices[pci], f"guest.vdpa_devices[{pci}]"
+        elif o.vdpa_dev is not None:
+            path, field = o.vdpa_dev, "guest.vdpa_dev"
+        else:
+            self.fail("guest.vdpa_dev", "is required: no vhost-vdpa device "
+                      f"is known for VF {pci} (give --vdpa-dev, or bind a "
+                      "vDPA device on the VF to vhost_vdpa)")
+        if not path.startswith("/"):
+            self.fail(field, f"{path!r} is not an absolute path (the "
+                      "/dev/vhost-vdpa-N character device)")
+        return self.devname(path, field)
+
     def osvif_pci(self) -> str:
         """os-vif's PCIAddressField on profile.pci_slot."""
         slot = self._profile().get("pci_slot")

@@ -104,6 +104,14 @@ class Renderer(OvsFamily, BridgeFamily):
             if self.opts.tx_queue_size:
                 conf.vhost_tx_queue_size = self.opts.tx_queue_size
             conf.target_dev = self.devname(vif_name, "devname")
+        elif what == "vdpa":
+            # designer.set_vif_host_backend_vdpa_config
+            conf.net_type = "vdpa"
+            conf.source_dev = kind[1]
+            if self.opts.rx_queue_size:
+                conf.vhost_rx_queue_size = self.opts.rx_queue_size
+            if self.opts.tx_queue_size:
+                conf.vhost_tx_queue_size = self.opts.tx_queue_size
         elif what == "hostdev":
             # designer.set_vif_host_backend_hw_veb(conf, 'hostdev', addr, None)
             conf.net_type = "hostdev"
@@ -111,7 +119,8 @@ class Renderer(OvsFamily, BridgeFamily):
             conf.pci = RAW_PCI.match(kind[1]).groupdict()
             conf.model = None
 
-        if what not in ("vhostuser", "hostdev"):
+        # Nova: no bandwidth for VIFVHostUser and VIFHostDevice.
+        if what not in ("vhostuser", "hostdev", "vdpa"):
             self.bandwidth(conf)
         conf.mtu = mtu
         if mtu is not None and conf.net_type in ("ethernet", "bridge"):

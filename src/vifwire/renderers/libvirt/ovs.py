@@ -37,9 +37,9 @@ class OvsFamily(DirectFamily):
         if vnic in (VNIC_DIRECT, VNIC_VDPA):
             kind = self.representor_hostdev()
             if vnic == VNIC_VDPA:
-                self.fail("binding:vnic_type", "'vdpa' needs the host's "
-                          "vhost-vdpa device path, which a pure renderer "
-                          "cannot look up (unsupported)")
+                # _get_config_os_vif: a VIFHostDevice of vnic_type vdpa is
+                # the VF's vhost-vdpa device, not a hostdev.
+                return ("vdpa", self.vdpa_path(kind[1]))
             return kind
         if vnic == VNIC_REMOTE_MANAGED:
             return ("hostdev", self.osvif_pci())
