@@ -93,7 +93,7 @@ def _fleet(etcd: str | None, host: str | None, cacert: str | None, cert: str | N
         return None
     import socket
 
-    from vifwire.agent.fleet import FleetConfig
+    from vifwire.agent.config import FleetConfig
     from vifwire.fleetkit import keys
 
     host = host or socket.gethostname()

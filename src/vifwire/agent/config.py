@@ -16,13 +16,23 @@ from vifwire.planner.facts import HostFacts
 from vifwire.renderers.options import GuestOptions
 
 if TYPE_CHECKING:
-    from vifwire.agent.fleet import FleetConfig
     from vifwire.agent.events import EventLog
     from vifwire.agent.metrics import AgentMetrics
     from vifwire.agent.writer import Writer
     from vifwire.service.wiring import WiringService
 
 DEFAULT_SOCKET = "/run/vifwire/agent.sock"
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Fleet mode: where etcd is, and the host name this agent serves (docs/fleet.md)."""
+
+    urls: tuple[str, ...]
+    host: str
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)

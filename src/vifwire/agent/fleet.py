@@ -26,9 +26,9 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vifwire.agent.config import FleetConfig
 from vifwire.agent.writer import Job, JobKind
 
 if TYPE_CHECKING:
@@ -43,15 +43,6 @@ LEASE_TTL = 15
 BACKOFF = (0.5, 5.0)
 #: Status writes go in transactions of at most this many keys.
 STATUS_BATCH = 100
-
-
-@dataclass(frozen=True)
-class FleetConfig:
-    urls: tuple[str, ...]
-    host: str
-    cacert: str | None = None
-    cert: str | None = None
-    key: str | None = None
 
 
 class AnotherAgent(Exception):
