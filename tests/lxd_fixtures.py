@@ -17,7 +17,8 @@ about each:
 * The daemon is made a child sub-reaper (``PR_SET_CHILD_SUBREAPER``
   survives ``execve``), so the container monitors liblxc double-forks stay
   its descendants: at teardown exactly those are found, and killed by PID
-  (start time checked) if they outlive ``lxd shutdown``.
+  (start time checked) if they outlive ``lxd shutdown`` (the means are
+  shared with the podman fixtures: tests/leftovers.py).
 * LXD leaves empty ``lxc.pivot`` cgroup directories behind (and
   ``lxc.payload.NAME``/``lxc.monitor.NAME`` of a container that did not stop
   cleanly): the ones that were not there before the daemon started are
@@ -37,13 +38,10 @@ busybox-static is a failure (scripts/setup.sh installs them).
 from __future__ import annotations
 
 import contextlib
-import errno
-import io
 import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -54,18 +52,17 @@ from typing import Any
 
 import pytest
 
+from leftovers import (SUBREAPER_EXEC, cgroup_mountpoints, cgroup_mounts, descendants, kill_all, read_mounts, reap,
+                       rmdir_trees, start_time)
+from rootfs_tar import BUSYBOX, add_busybox_rootfs, add_file
 from vifwire.sandbox import netns
 
 LXD = shutil.which("lxd") or "/usr/bin/lxd"
 LXC = shutil.which("lxc") or "/usr/bin/lxc"
-BUSYBOX = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if os.path.exists(p)), "/bin/busybox")
 IMAGE_ALIAS = "vwbusybox"
 APPLETS = ("sh", "ip", "ping", "sleep", "ifconfig", "cat", "true")
 TMP_ROOT = "/tmp"  # short paths: LXD's unix socket must stay < 108 bytes
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-_SUBREAPER_EXEC = ("import ctypes, os, sys; ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0); "
-                   "os.execv(sys.argv[1], sys.argv[1:])")
 
 _PRESEED = """storage_pools:
 - name: default
@@ -88,106 +85,12 @@ def lxd_missing() -> str | None:
     return f"needs lxd, lxc and busybox-static (missing: {missing})" if missing else None
 
 
-# --------------------------------------------------------------------------- processes
-
-
-def _stat(pid: int) -> tuple[int, str, str] | None:
-    """``(ppid, state, starttime)`` of ``pid``; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    rest = data[data.rindex(")") + 2:].split()
-    return int(rest[1]), rest[0], rest[19]
-
-
-def descendants(root: int) -> dict[int, str]:
-    """``{pid: starttime}`` of every live descendant of ``root``."""
-    table = {int(e): st for e in os.listdir("/proc") if e.isdigit() and (st := _stat(int(e)))}
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out: dict[int, str] = {}
-    todo = list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        if pid in out or pid not in table:
-            continue
-        if table[pid][1] != "Z":
-            out[pid] = table[pid][2]
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def alive(pid: int, start: str) -> bool:
-    st = _stat(pid)
-    return bool(st) and st[1] != "Z" and st[2] == start
-
-
-def kill_all(procs: dict[int, str], timeout: float = 10.0) -> list[int]:
-    """SIGKILL each ``{pid: starttime}`` still alive (never a recycled PID), wait; the PIDs killed."""
-    killed = []
-    for pid, start in procs.items():
-        if alive(pid, start):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-    deadline = time.monotonic() + timeout
-    while any(alive(p, s) for p, s in procs.items()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in procs:  # orphans this process adopted if it is a sub-reaper (ovs_daemon makes it one)
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-    return killed
-
-
 # --------------------------------------------------------------------------- cgroups
-
-
-def _mounts(path: str) -> list[tuple[str, str, str, str]]:
-    with open(path) as f:
-        rows = [line.split() for line in f]
-    return [(r[0], r[1], r[2], r[3]) for r in rows if len(r) >= 4]
-
-
-def cgroup_mounts() -> list[tuple[str, str, str, str]]:
-    """The host's cgroup mounts (the /sys/fs/cgroup tmpfs first), as PID 1 sees them."""
-    return [m for m in _mounts("/proc/1/mounts") if m[1] == "/sys/fs/cgroup" or m[1].startswith("/sys/fs/cgroup/")]
 
 
 def cgroup_dirs(names: list[str]) -> set[str]:
     """Which of the top-level cgroup directories ``names`` exist, in every hierarchy we see."""
-    out = set()
-    for _, mnt, fstype, _ in _mounts("/proc/self/mounts"):
-        if fstype in ("cgroup", "cgroup2"):
-            out.update(os.path.join(mnt, n) for n in names if os.path.isdir(os.path.join(mnt, n)))
-    return out
-
-
-def remove_cgroup_dirs(dirs: set[str], timeout: float = 10.0) -> list[str]:
-    """rmdir each directory's subtree, deepest first (only empty cgroups go); what is left."""
-    left: list[str] = []
-    deadline = time.monotonic() + timeout
-    for top in sorted(dirs):
-        while os.path.isdir(top):
-            busy = []
-            for d in sorted((d for d, _, _ in os.walk(top)), key=lambda x: x.count("/"), reverse=True):
-                try:
-                    os.rmdir(d)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                        raise
-                    busy.append(d)
-            if not busy:
-                break
-            if time.monotonic() > deadline:
-                left += busy
-                break
-            time.sleep(0.1)
-    return left
+    return {d for mnt in cgroup_mountpoints() for n in names if os.path.isdir(d := os.path.join(mnt, n))}
 
 
 # --------------------------------------------------------------------------- image
@@ -195,28 +98,14 @@ def remove_cgroup_dirs(dirs: set[str], timeout: float = 10.0) -> list[str]:
 
 def build_image(path: str) -> str:
     """A unified LXD image tarball: ``metadata.yaml`` and a busybox ``rootfs/``."""
-    def add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode = len(data), mode
-        tar.addfile(info, io.BytesIO(data))
-
     meta = (f"architecture: {os.uname().machine}\ncreation_date: {int(time.time())}\n"
             "properties:\n  description: vifwire test busybox\n  os: busybox\n  release: test\n")
     with tarfile.open(path, "w") as tar:
-        add(tar, "metadata.yaml", meta.encode())
-        for d in ("", "bin", "sbin", "dev", "etc", "proc", "sys", "tmp", "run", "root", "var"):
-            info = tarfile.TarInfo(f"rootfs/{d}".rstrip("/"))
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(BUSYBOX, arcname="rootfs/bin/busybox")
-        for applet in APPLETS:
-            info = tarfile.TarInfo(f"rootfs/bin/{applet}")
-            info.type, info.linkname, info.mode = tarfile.SYMTYPE, "busybox", 0o777
-            tar.addfile(info)
+        add_file(tar, "metadata.yaml", meta.encode())
         # PID 1 only waits: the test configures the network with `lxc exec`
-        add(tar, "rootfs/sbin/init", b"#!/bin/sh\nexec /bin/sleep 2147483647\n", 0o755)
-        add(tar, "rootfs/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
-        add(tar, "rootfs/etc/group", b"root:x:0:\n")
+        add_busybox_rootfs(tar, "rootfs", APPLETS,
+                           dirs=("", "bin", "sbin", "dev", "etc", "proc", "sys", "tmp", "run", "root", "var"),
+                           files={"sbin/init": (b"#!/bin/sh\nexec /bin/sleep 2147483647\n", 0o755)})
     return path
 
 
@@ -260,7 +149,7 @@ class LxdDaemon:
             f.write("\n".join(lines) + "\n")
         out = open(os.path.join(self.dir, "daemon.out"), "wb")
         try:
-            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", _SUBREAPER_EXEC,
+            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", SUBREAPER_EXEC,
                                           "/bin/sh", script], stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, env=self.env, cwd=self.dir)
         finally:
@@ -332,20 +221,21 @@ class LxdDaemon:
                 res = self.lxc("delete", "--force", name, check=False)
                 if res.returncode != 0:
                     problems.append(f"lxc delete {name}: {res.stderr.strip()[-500:]}")
-            st = _stat(self.proc.pid)
-            procs = descendants(self.proc.pid) | ({self.proc.pid: st[2]} if st else {})
+            start = start_time(self.proc.pid)
+            procs = descendants(self.proc.pid) | ({self.proc.pid: start} if start is not None else {})
             self.run([LXD, "shutdown", "--timeout=30"], timeout=40, check=False)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(30)
-            leftovers = kill_all(procs)
-            if leftovers:
-                problems.append(f"killed leftover LXD processes {leftovers}")
+            killed = kill_all(procs)
+            reap(procs)
+            if killed:
+                problems.append(f"killed leftover LXD processes {killed}")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(10)
         names = ["lxc.pivot"] + [f"lxc.{kind}.{n}" for n in self.instances for kind in ("payload", "monitor")]
-        left = remove_cgroup_dirs(cgroup_dirs(names) - self._cgroups_before)
+        left = rmdir_trees(sorted(cgroup_dirs(names) - self._cgroups_before))
         problems += [f"cgroup dir not removable: {d}" for d in left]
-        mounted = [m for _, m, _, _ in _mounts("/proc/self/mounts") if m.startswith(self.dir)]
+        mounted = [m for _, m, _, _ in read_mounts() if m.startswith(self.dir)]
         if mounted:
             problems.append(f"still mounted, not removed: {mounted}")
         else:

@@ -31,7 +31,8 @@ started (by PID, after checking they are still its descendants), end the
 shell, SIGKILL whatever of its descendants is left (PID + start time checked),
 remove the cgroup directories under our own ``--cgroup-parent`` in every
 hierarchy (from inside the shell, and again as this process sees them), and delete the private directory. The mounts die with the shell's
-mount namespace.
+mount namespace. The process, mount and cgroup-directory helpers are shared
+with the LXD fixtures (tests/leftovers.py).
 
 Fixtures: ``busybox_rootfs`` (session: a rootfs tarball with busybox-static
 and applet symlinks), ``podman_shell`` (a namespace + shell + image),
@@ -42,8 +43,6 @@ datapath, whose ovs-vswitchd runs in that namespace).
 from __future__ import annotations
 
 import contextlib
-import errno
-import io
 import json
 import os
 import secrets
@@ -61,6 +60,9 @@ from typing import Any
 
 import pytest
 
+from leftovers import (SUBREAPER_EXEC, alive, cgroup_mountpoints, cgroup_mounts, descendants, kill_all, reap,
+                       rmdir_trees, start_time)
+from rootfs_tar import BUSYBOX, add_busybox_rootfs
 from vifwire.sandbox import netns
 from vifwire.sandbox.ovs_daemon import PrivateOVS
 
@@ -69,16 +71,12 @@ VIFWIRE = os.path.join(BIN, "vifwire")
 VIFWIRE_CNI = os.path.join(BIN, "vifwire-cni")
 PODMAN = shutil.which("podman") or "/usr/bin/podman"
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
-BUSYBOX = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if os.path.exists(p)), "/bin/busybox")
 CNI_DIR = "/usr/lib/cni"
 IMAGE = "localhost/vwbusybox:test"
 APPLETS = ("sh", "ash", "ip", "ping", "sleep", "cat", "ls", "echo", "true", "false", "grep", "hostname",
            "ifconfig", "route", "arping", "nc", "ps", "kill", "wc")
 TMP_ROOT = "/tmp"  # short paths: unix sockets (agent) must stay < 108 bytes
 SHELL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-_SUBREAPER_EXEC = ("import ctypes, os, sys; ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0); "
-                   "os.execv(sys.argv[1], sys.argv[1:])")
 
 
 def podman_missing() -> str | None:
@@ -100,17 +98,6 @@ requires_podman = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netw
 # --------------------------------------------------------------------------- processes
 
 
-def _stat(pid: int) -> tuple[int, str, str] | None:
-    """``(ppid, state, starttime)`` of ``pid``, None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    rest = data[data.rindex(")") + 2:].split()
-    return int(rest[1]), rest[0], rest[19]
-
-
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -119,66 +106,13 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def descendants(root: int, zombies: bool = False) -> dict[int, str]:
-    """``{pid: starttime}`` of every live (and with ``zombies``, also exited) descendant of ``root``."""
-    table: dict[int, tuple[int, str, str]] = {}
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            st = _stat(int(e))
-            if st:
-                table[int(e)] = st
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out: dict[int, str] = {}
-    todo = list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        if pid in out:
-            continue
-        ppid, state, start = table[pid]
-        if zombies or state != "Z":
-            out[pid] = start
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def _alive(pid: int, start: str | None = None) -> bool:
-    st = _stat(pid)
-    return bool(st) and st[1] != "Z" and (start is None or st[2] == start)
-
-
-def _kill_all(procs: dict[int, str], timeout: float = 10.0) -> None:
-    """SIGKILL each ``{pid: starttime}`` still alive (same start time: never a recycled PID) and wait."""
-    for pid, start in procs.items():
-        if _alive(pid, start):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while any(_alive(pid, start) for pid, start in procs.items()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 # --------------------------------------------------------------------------- image
 
 
 def build_rootfs_tar(path: str) -> str:
     """A rootfs tarball: busybox-static plus applet symlinks, for ``podman import``."""
     with tarfile.open(path, "w") as tar:
-        for d in ("bin", "dev", "etc", "proc", "sys", "tmp", "run", "root", "var"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(BUSYBOX, arcname="bin/busybox")
-        for applet in APPLETS:
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type, info.linkname, info.mode = tarfile.SYMTYPE, "busybox", 0o777
-            tar.addfile(info)
-        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", "root:x:0:\n")):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
+        add_busybox_rootfs(tar, "", APPLETS)
     return path
 
 
@@ -218,7 +152,7 @@ class PodmanShell:
         self._shell_log = open(self.p("logs", "shell.log"), "ab")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--propagation", "private",
-             sys.executable, "-c", _SUBREAPER_EXEC, "/bin/sh"],
+             sys.executable, "-c", SUBREAPER_EXEC, "/bin/sh"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._shell_log, env=env, cwd=self.dir)
         rc, out, err = self.run(self._setup_script(), timeout=60)
         if rc != 0:
@@ -247,12 +181,14 @@ cni_plugin_dirs = [{q(self.p("plugins"))}, {q(CNI_DIR)}]
     def _setup_script(self) -> str:
         """Mounts, in the shell's private mount namespace only."""
         lines = ["set -e"]
-        mounts = _read_mounts("/proc/1/mounts") or _read_mounts("/proc/self/mounts")
+        try:
+            mounts = cgroup_mounts()
+        except OSError:  # PID 1's mount table unreadable: as this process sees them
+            mounts = cgroup_mounts("/proc/self/mounts")
         for src, mnt, fstype, opts in mounts:
-            if mnt == "/sys/fs/cgroup" or mnt.startswith("/sys/fs/cgroup/"):
-                lines.append(f"mkdir -p {shlex.quote(mnt)}")
-                lines.append(f"mount -t {shlex.quote(fstype)} -o {shlex.quote(opts)} {shlex.quote(src)} "
-                             f"{shlex.quote(mnt)}")
+            lines.append(f"mkdir -p {shlex.quote(mnt)}")
+            lines.append(f"mount -t {shlex.quote(fstype)} -o {shlex.quote(opts)} {shlex.quote(src)} "
+                         f"{shlex.quote(mnt)}")
         ov = shlex.quote(self.p("ov"))
         lines.append(f"mount -t tmpfs -o mode=700 vwpodman {ov}")
         for name, lower in (("run", "/run"), ("varlib", "/var/lib")):
@@ -289,13 +225,13 @@ cni_plugin_dirs = [{q(self.p("plugins"))}, {q(CNI_DIR)}]
             with contextlib.suppress(Exception):
                 self.run(f"for d in /sys/fs/cgroup/*{self.cgroup_parent} /sys/fs/cgroup{self.cgroup_parent}; do "
                          f"test -d \"$d\" && find \"$d\" -depth -type d -exec rmdir {{}} + ; done; true", timeout=30)
-        alive = self.proc.poll() is None
-        every = descendants(self.proc.pid, zombies=True) if alive else {}
-        left = descendants(self.proc.pid) if alive else {}
+        running = self.proc.poll() is None
+        every = descendants(self.proc.pid, zombies=True) if running else {}
+        left = descendants(self.proc.pid) if running else {}
         if left and self.broken is None:
             problems += [f"killed leftover process {pid}: {_cmdline(pid)[:200]}" for pid in left]
         if self.broken is not None:  # a command hangs: end everything before the shell
-            _kill_all(left)
+            kill_all(left)
         with contextlib.suppress(OSError):
             self.proc.stdin.close()
         try:
@@ -307,10 +243,8 @@ cni_plugin_dirs = [{q(self.p("plugins"))}, {q(CNI_DIR)}]
             self.proc.stdout.close()
         if self._shell_log:
             self._shell_log.close()
-        _kill_all(left)
-        for pid in every:  # orphans this process adopted (when it is a sub-reaper): reap them
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
+        kill_all(left)
+        reap(every)  # the orphans this process adopted, zombies included
         problems += remove_cgroup_dirs(self.cgroup_parent)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.proc = None
@@ -441,19 +375,19 @@ cni_plugin_dirs = [{q(self.p("plugins"))}, {q(CNI_DIR)}]
         cmd = " ".join(shlex.quote(a) for a in argv)
         out = self.check(f"{cmd} </dev/null >{shlex.quote(log)} 2>&1 &\necho $!")
         pid = int(out.split()[-1])
-        st = _stat(pid)
-        if st:
-            self.background[pid] = st[2]
+        start = start_time(pid)
+        if start is not None:
+            self.background[pid] = start
         return pid
 
     def stop(self, pid: int, timeout: float = 30.0) -> None:
         """SIGTERM (SIGKILL after ``timeout``) a process :meth:`spawn` started, by PID."""
         start = self.background.pop(pid, None)
-        if start is None or not _alive(pid, start) or pid not in self.descendants():
+        if start is None or not alive(pid, start) or pid not in self.descendants():
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid, start):
+        while alive(pid, start):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 deadline = time.monotonic() + 10
@@ -468,47 +402,10 @@ def _read(path: str) -> str:
         return ""
 
 
-def _read_mounts(path: str) -> list[tuple[str, str, str, str]]:
-    try:
-        with open(path) as f:
-            rows = [line.split() for line in f]
-    except OSError:
-        return []
-    return [(r[0], r[1], r[2], r[3]) for r in rows if len(r) >= 4]
-
-
-def cgroup_mountpoints() -> list[str]:
-    """Where this process sees the cgroup hierarchies (v1 controllers and v2)."""
-    return [m for _, m, t, _ in _read_mounts("/proc/self/mounts") if t in ("cgroup", "cgroup2")]
-
-
 def remove_cgroup_dirs(parent: str, timeout: float = 10.0) -> list[str]:
     """rmdir our ``--cgroup-parent`` subtree in every hierarchy (deepest first); what could not be removed."""
-    assert parent.startswith("/vwpodman-"), parent
-    left: list[str] = []
-    deadline = time.monotonic() + timeout
-    for mnt in cgroup_mountpoints():
-        top = mnt + parent
-        if not os.path.isdir(top):
-            continue
-        while True:
-            dirs = [d for d, _, _ in os.walk(top)]
-            busy = []
-            for d in sorted(dirs, key=lambda x: x.count("/"), reverse=True):
-                try:
-                    os.rmdir(d)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                        raise
-                    busy.append(d)
-            if not busy:
-                break
-            if time.monotonic() > deadline:
-                left += busy
-                break
-            time.sleep(0.1)
+    assert parent.startswith("/vwpodman-"), parent  # never anything but a tree this module named
+    left = rmdir_trees([mnt + parent for mnt in cgroup_mountpoints()], timeout)
     return [f"cgroup dir not removable: {d}" for d in left]
 
 

@@ -3,15 +3,12 @@ one clear line per problem - never a traceback, never a crash."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import sys
 
 import pytest
+from cli_inprocess import run_cli
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
-
-from vifwire.cli.main import main
 
 VIF_TYPES = ["ovs", "bridge", "tap", "802.1qbg", "802.1qbh", "macvtap", "hw_veb", "hostdev_physical",
              "ib_hostdev", "vhostuser", "iovisor", "midonet", "ivs", "vrouter", "agilio_ovs", "dvs",
@@ -58,22 +55,11 @@ LINE = re.compile(r"^vifwire: (port [^\s].*?: [^:]+: .+|.+)$")
 PORT_LINE = re.compile(r"^vifwire: port \S.*?: [^:]+: .+$")  # port, field, problem
 
 
-def run_cli(argv, stdin_text, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin_text))
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(doc=documents, command=st.sampled_from([["validate"], ["render", "libvirt"], ["render", "lxd"],
                                                 ["plan", "--hypervisor", "lxd", "--json"], ["plan"]]))
 def test_any_input_gives_0_or_2_and_clear_lines(doc, command, capsys, monkeypatch):
-    code, out, err = run_cli(command + ["-"], json.dumps(doc), capsys, monkeypatch)
+    code, out, err = run_cli(command + ["-"], capsys, monkeypatch, json.dumps(doc))
     assert "Traceback" not in err and "internal error" not in err, err
     assert code in (0, 2), (code, err)
     if code == 2:
@@ -93,7 +79,7 @@ def test_garbage_text_is_invalid_input(text, capsys, monkeypatch):
         assume(doc not in ([], {"ports": []}))
     except ValueError:
         doc = None  # not JSON at all: exactly one line
-    code, out, err = run_cli(["validate", "-"], text, capsys, monkeypatch)
+    code, out, err = run_cli(["validate", "-"], capsys, monkeypatch, text)
     assert "Traceback" not in err and "internal error" not in err
     assert code == 2, (text, code, err)
     lines = err.strip().splitlines()
@@ -105,6 +91,6 @@ def test_garbage_text_is_invalid_input(text, capsys, monkeypatch):
 def test_error_line_names_port_field_problem(capsys, monkeypatch):
     doc = {"id": "p1", "binding:vif_type": "802.1qbh", "mac_address": "fa:16:3e:00:00:01",
            "binding:profile": {"pci_slot": "0000:81:00.1"}}
-    code, out, err = run_cli(["validate", "-"], json.dumps(doc), capsys, monkeypatch)
+    code, out, err = run_cli(["validate", "-"], capsys, monkeypatch, json.dumps(doc))
     assert code == 2
     assert err.strip() == "vifwire: port p1: binding:vif_details.profileid: is required for vif_type '802.1qbh'"

@@ -7,14 +7,12 @@ Nova 34's in tests/test_libvirt_render.py.
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 
 import pytest
+from cli_inprocess import run_cli
 from fake_sysfs import make_vdpa_host
 
-from vifwire.cli.main import main
 from vifwire.hostfacts import vdpa
 from vifwire.model.loader import load_one
 from vifwire.renderers.options import GuestOptions
@@ -76,17 +74,6 @@ def test_with_vdpa_devices_adds_only_the_vdpa_ports_vfs(tmp_path):
 
 # --------------------------------------------------------------------------- the CLI
 
-def run(argv, capsys, monkeypatch, stdin=""):
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def fake_host(tmp_path, monkeypatch):
     """The CLI's default sysfs and /dev, pointed at a fake host."""
@@ -96,24 +83,24 @@ def fake_host(tmp_path, monkeypatch):
 
 
 def test_render_takes_vdpa_dev(capsys, monkeypatch, fake_host):
-    code, out, err = run(["render", "libvirt", "-", "--vdpa-dev", "/dev/vhost-vdpa-1"], capsys, monkeypatch,
-                         json.dumps(port()))
+    code, out, err = run_cli(["render", "libvirt", "-", "--vdpa-dev", "/dev/vhost-vdpa-1"], capsys, monkeypatch,
+                             json.dumps(port()))
     assert code == 0, err
     assert out == ('<interface type="vdpa">\n  <mac address="fa:16:3e:4d:5e:6f"/>\n'
                    '  <source dev="/dev/vhost-vdpa-1"/>\n</interface>\n\n')
 
 
 def test_render_and_plan_look_the_vf_up_in_sysfs(capsys, monkeypatch, fake_host):
-    code, out, err = run(["render", "libvirt", "-", "--packed"], capsys, monkeypatch, json.dumps(port()))
+    code, out, err = run_cli(["render", "libvirt", "-", "--packed"], capsys, monkeypatch, json.dumps(port()))
     assert code == 0, err
     assert '<driver packed="on"/>' in out and '<source dev="/dev/vhost-vdpa-4"/>' in out
-    code, out, err = run(["plan", "--json", "-"], capsys, monkeypatch, json.dumps(port()))
+    code, out, err = run_cli(["plan", "--json", "-"], capsys, monkeypatch, json.dumps(port()))
     assert code == 0, err
     assert '/dev/vhost-vdpa-4' in json.loads(out)[0]["guest"]["xml"]
 
 
 def test_render_without_a_device_says_what_to_give(capsys, monkeypatch, fake_host):
-    code, out, err = run(["render", "libvirt", "-"], capsys, monkeypatch, json.dumps(port(pci="0000:81:10.6")))
+    code, out, err = run_cli(["render", "libvirt", "-"], capsys, monkeypatch, json.dumps(port(pci="0000:81:10.6")))
     assert code == 2 and out == ""
     assert err == (f"vifwire: port {PID}: guest.vdpa_dev: is required: no vhost-vdpa device is known "
                    "for VF 0000:81:10.6 (give --vdpa-dev, or bind a vDPA device on the VF to vhost_vdpa)\n")
@@ -125,14 +112,14 @@ def test_render_without_a_device_says_what_to_give(capsys, monkeypatch, fake_hos
      "names one device, but the ports are vdpa ports of 2 VFs"),
 ])
 def test_vdpa_dev_is_checked(argv, stdin, words, capsys, monkeypatch, fake_host):
-    code, out, err = run(["render", "libvirt", "-", *argv], capsys, monkeypatch, json.dumps(stdin))
+    code, out, err = run_cli(["render", "libvirt", "-", *argv], capsys, monkeypatch, json.dumps(stdin))
     assert code == 2 and out == "" and "--vdpa-dev" in err and words in err, err
     assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("command", [["render", "libvirt"], ["plug"], ["plan"]])
 def test_help_explains_vdpa_dev_and_queues(command, capsys, monkeypatch):
-    code, out, _ = run([*command, "--help"], capsys, monkeypatch)
+    code, out, _ = run_cli([*command, "--help"], capsys, monkeypatch)
     text = " ".join(out.split())
     assert code == 0
     assert "--vdpa-dev PATH" in text and "vhost-vdpa" in text and "/sys" in text

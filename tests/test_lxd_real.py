@@ -211,15 +211,22 @@ def test_hot_plug_ping_check_unplug(request, lxd_daemon, tmp_path, container, mo
 # --------------------------------------------------------------------------- detach by MAC, stopped containers
 
 
+def plug_under_another_name(host: Host, container: str, doc: dict, device: str) -> dict:
+    """Plug ``doc`` into ``container``, then give its NIC the device name ``device`` through the
+    API, as an older version named it: only the MAC still ties the device to the port. The NIC."""
+    lxd = host.lxd
+    host.plug_into(container, doc)
+    nic = lxd.devices(container)[tap(doc)]
+    lxd.lxc("config", "device", "remove", container, tap(doc))
+    lxd.query("PATCH", f"/1.0/instances/{container}", {"devices": {device: nic}})
+    return nic
+
+
 def test_an_old_style_device_is_found_by_mac_and_detached(host, container):
     lxd = host.lxd
     doc = port(21, "bridge", {"bridge_name": "brvw-old"}, "10.85.0.5")
     before = snapshot(lxd.ns)
-    host.plug_into(container, doc)
-    # as an older version made it: the same NIC under another name, added through the API
-    nic = lxd.devices(container)[tap(doc)]
-    lxd.lxc("config", "device", "remove", container, tap(doc))
-    lxd.query("PATCH", f"/1.0/instances/{container}", {"devices": {"eth0": nic}})
+    nic = plug_under_another_name(host, container, doc, "eth0")
     assert lxd.devices(container) == {"eth0": nic}
     assert doc["mac_address"] in container_links(lxd, container)
     assert "0 with drift" in host.ok("check")
@@ -234,10 +241,7 @@ def test_unplug_from_a_binding_without_a_record(host, container):
     lxd = host.lxd
     doc = port(24, "bridge", {"bridge_name": "brvw-nor"}, "10.85.1.5")
     before = snapshot(lxd.ns)
-    host.plug_into(container, doc)
-    nic = lxd.devices(container)[tap(doc)]
-    lxd.lxc("config", "device", "remove", container, tap(doc))
-    lxd.query("PATCH", f"/1.0/instances/{container}", {"devices": {"eth1": nic}})
+    plug_under_another_name(host, container, doc, "eth1")
     host.state = str(host.tmp / "fresh.db")  # no record of the port
     out = host.ok("unplug", "--file", host.file(doc), "--hypervisor", "lxd", "--lxd-instance", container)
     assert f"unplugged {doc['id']}" in out, out
