@@ -109,6 +109,14 @@ class TapHandler(ViewVerifier):
         try:
             if name in (a.get("no_ipv6") or ()):
                 worker(ctx).call(ipv6_off, [name])  # before it is up (docs/kernel.md, "IPv6 on")
+            # Closing our file left a carrier change pending in the kernel's
+            # link watch; reading the link settles it now, while the tap is
+            # down, when it fires no notifier. Left pending, it is settled
+            # after "up" (by the next read of the link, or the link watch's
+            # own work), and then IPv6 walks its whole routing table, one
+            # route per routed port: about 1.4 ms per plug at 5,000 ports
+            # (docs/routed.md, "Performance").
+            ch.get_link(name)
             ch.set_link(name, up=True)
         except (OSError, ValueError) as e:
             ch.del_link(name)
