@@ -5,11 +5,10 @@ Two input shapes are accepted, singly or as a list:
 * a Neutron port as the Networking API returns it (``binding:vif_type`` ...);
 * a Nova ``network_info`` VIF entry (``type``, ``details``, ``devname`` ...).
 
-A Neutron port is first converted to the VIF Nova would build from it
-(``nova.network.neutron._build_vif_model``), so both shapes then go through
-exactly one validation path. Every problem becomes a :class:`VifError` naming
-the port, the field and what is wrong; the loader never lets a ``KeyError`` or
-``TypeError`` escape, whatever the input.
+A Neutron port is first converted to the VIF Nova would build from it (its
+``_build_vif_model``, nova/network/neutron.py), so both shapes go through one
+validation path. Every problem becomes a :class:`VifError` naming the port,
+the field and what is wrong; no ``KeyError`` or ``TypeError`` escapes.
 """
 
 from __future__ import annotations
@@ -416,9 +415,7 @@ def _spec_vhostuser(c: _Ctx) -> VhostUserSpec:
     sock = c.detail("vhostuser_socket", required=True)
     if not sock.startswith("/") or "\x00" in sock:
         raise VifError(c.pid, f"{c.f_det}.vhostuser_socket", f"{sock!r} is not an absolute path")
-    # Absent means 'server' (QEMU creates the socket, the switch connects), as
-    # Nova's os_vif_util._set_vhostuser_settings defaults it; an explicit null
-    # is refused, as os-vif's VIFVHostUserModeField refuses it.
+    # absent: 'server', as Nova (nova/network/os_vif_util.py); null is refused, as os-vif does
     mode = c.details["vhostuser_mode"] if "vhostuser_mode" in c.details else vt.VHOSTUSER_DEFAULT_MODE
     if mode not in vt.VHOSTUSER_MODES:
         raise VifError(c.pid, f"{c.f_det}.vhostuser_mode", f"{mode!r} is neither 'client' nor 'server'")

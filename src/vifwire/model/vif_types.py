@@ -59,14 +59,14 @@ VNIC_TYPES = (
 )
 
 #: OVS vnic types with no tap: the guest gets the VF (with ``vdpa``, the VF's
-#: vhost-vdpa device) and the OVS port is the VF's representor; Nova's
-#: os_vif_util._nova_to_osvif_vif_ovs makes them VIFHostDevice.
+#: vhost-vdpa device) and the OVS port is the VF's representor; Nova
+#: (``_nova_to_osvif_vif_ovs``, nova/network/os_vif_util.py) makes them VIFHostDevice.
 VNIC_REPRESENTOR = (VNIC_DIRECT, VNIC_REMOTE_MANAGED, VNIC_VDPA)
 
 MACVTAP_MODES = ("vepa", "bridge", "private", "passthrough")
 VHOSTUSER_MODES = ("client", "server")
 #: ``vhostuser_mode`` when the binding leaves it out: QEMU is the server
-#: (Nova's os_vif_util._set_vhostuser_settings).
+#: (Nova's ``_set_vhostuser_settings``, nova/network/os_vif_util.py).
 VHOSTUSER_DEFAULT_MODE = "server"
 
 #: Types whose host side is a kernel device that vifwire can wire for a container.

@@ -187,7 +187,7 @@ class RendererBase:
         return {**meta, **extra} if extra else meta
 
     def vif_name(self) -> str:
-        """os_vif_util._get_vif_name: devname, else 'nic' + port id."""
+        """As Nova's ``_get_vif_name`` (nova/network/os_vif_util.py): devname, else 'nic' + port id."""
         devname = self.vif.get("devname")
         if devname is not None:
             if not isinstance(devname, (str, int)) or isinstance(devname, bool):

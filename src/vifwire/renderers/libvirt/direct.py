@@ -121,7 +121,7 @@ class DirectFamily(RendererBase):
         return norm
 
     def vhostuser(self, vif_name: str) -> tuple:
-        """os_vif_util._set_vhostuser_settings."""
+        """As Nova's ``_set_vhostuser_settings`` (nova/network/os_vif_util.py)."""
         d = self.details
         mode = d.get("vhostuser_mode", "server")
         if mode not in ("client", "server"):
