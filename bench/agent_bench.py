@@ -1219,12 +1219,7 @@ def report(res: Results, a, thin_cli: bool) -> tuple[str, list[dict]]:
                         "value": f"worst {worst_ready * 1e3:.0f} ms, median "
                                  f"{statistics.median(x['ready_s'] for x in res.restart) * 1e3:.0f} ms",
                         "met": worst_ready <= 1.0})
-    if targets:
-        P("\nTargets\n")
-        P("| target | value | met? |")
-        P("|---|---|---|")
-        for t in targets:
-            P(f"| {t['target']} | {t['value']} | {'-' if t['met'] is None else ('met' if t['met'] else 'NOT met')} |")
+    lines += benchkit.targets_table(targets)
     return "\n".join(lines), targets
 
 

@@ -81,3 +81,16 @@ def prepare_routed_host(ns: str, gw4: str) -> None:
     """A routed host: the gateway address on lo, IPv6 forwarding on (routed IPv6 needs it)."""
     subprocess.run(["ip", "-n", ns, "addr", "add", f"{gw4}/32", "dev", "lo"], check=True, capture_output=True)
     subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"], check=True)
+
+
+def verdict(ok: bool | None) -> str:
+    """A target's cell: met, NOT met, or - when the run could not tell."""
+    return "-" if ok is None else ("met" if ok else "NOT met")
+
+
+def targets_table(targets: list[dict]) -> list[str]:
+    """The "Targets" section of a bench report: one row per {target, value, met}."""
+    if not targets:
+        return []
+    return (["\nTargets\n", "| target | value | met? |", "|---|---|---|"]
+            + [f"| {t['target']} | {t['value']} | {verdict(t['met'])} |" for t in targets])

@@ -816,10 +816,6 @@ def fmt_ms(x: float | None) -> str:
     return "-" if x is None else f"{x * 1e3:.0f}"
 
 
-def met(ok: bool | None) -> str:
-    return "-" if ok is None else ("met" if ok else "NOT met")
-
-
 def report(res: dict[str, Any], a) -> tuple[str, list[dict]]:
     lines: list[str] = []
     P = lines.append
@@ -896,12 +892,7 @@ def report(res: dict[str, Any], a) -> tuple[str, list[dict]]:
         targets.append({"target": f"idle agent CPU with {a.ports} ports over {d['window_s']:.0f} s: <= 1% of a core",
                         "value": f"worst {worst:.3f}%, median {med:.3f}% ({len(d['agents'])} agents)",
                         "met": worst <= 1.0})
-    if targets:
-        P("\nTargets\n")
-        P("| target | value | met? |")
-        P("|---|---|---|")
-        for t in targets:
-            P(f"| {t['target']} | {t['value']} | {met(t['met'])} |")
+    lines += benchkit.targets_table(targets)
     return "\n".join(lines), targets
 
 
