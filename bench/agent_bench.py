@@ -79,7 +79,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import http.client
 import ipaddress
 import json
 import os
@@ -101,7 +100,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
 import benchkit  # noqa: E402 - percentiles, cells, namespace emptying shared by the benches
-from benchkit import ms, no_signals, p50  # noqa: E402
+from benchkit import UnixConnection, call, ms, no_signals, p50, request  # noqa: E402
 import service_bench  # noqa: E402 - the routed floor's stand-in nft tables and elements (stdlib-only import)
 from osvif import OSVIF_PY, PROLOGUE, ROOT, ensure_osvif  # noqa: E402 - os-vif's venv and script start
 
@@ -180,41 +179,6 @@ def doc(case: str, s: int) -> dict:
             "binding:vif_type": c["vif_type"], "binding:vif_details": c["details"], "binding:vnic_type": "normal",
             "binding:profile": {}, "binding:host_id": "bench", "status": "DOWN", "admin_state_up": True,
             "network": {"mtu": MTU}}
-
-
-# --------------------------------------------------------------------------- HTTP over the Unix socket
-# (a copy of tests/agent_fixtures.py's tiny stdlib client: bench/ does not import tests/)
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 600.0):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
-
-
-def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data is not None else {}
-    conn.request(method, path, body=data, headers=headers)
-    resp = conn.getresponse()
-    payload = resp.read()
-    ctype = resp.getheader("Content-Type", "")
-    return resp.status, (json.loads(payload) if "json" in ctype else payload.decode())
-
-
-def call(sock: str, method: str, path: str, body: Any = None, timeout: float = 600.0) -> tuple[int, Any]:
-    """One request on a new connection."""
-    conn = UnixConnection(sock, timeout)
-    try:
-        return request(conn, method, path, body)
-    finally:
-        conn.close()
 
 
 class Failed(Exception):

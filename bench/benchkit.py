@@ -5,9 +5,13 @@ that ^C cannot interrupt (so clean-up finishes)."""
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import signal
+import socket
 import statistics
 import subprocess
+from typing import Any
 
 from vifwire.sandbox import netns
 
@@ -94,3 +98,39 @@ def targets_table(targets: list[dict]) -> list[str]:
         return []
     return (["\nTargets\n", "| target | value | met? |", "|---|---|---|"]
             + [f"| {t['target']} | {t['value']} | {verdict(t['met'])} |" for t in targets])
+
+
+# HTTP over the agent's Unix socket (the stdlib client tests/agent_fixtures.py
+# has too: bench/ does not import tests/)
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 600.0):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One request on an open connection: (status, JSON body or text)."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    conn.request(method, path, body=data, headers=headers)
+    resp = conn.getresponse()
+    payload = resp.read()
+    ctype = resp.getheader("Content-Type", "")
+    return resp.status, (json.loads(payload) if "json" in ctype else payload.decode())
+
+
+def call(sock: str, method: str, path: str, body: Any = None, timeout: float = 600.0) -> tuple[int, Any]:
+    """One request on a new connection."""
+    conn = UnixConnection(sock, timeout)
+    try:
+        return request(conn, method, path, body)
+    finally:
+        conn.close()

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import re
@@ -80,7 +79,7 @@ ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
 
 import benchkit  # noqa: E402 - medians, cells, namespace emptying, ^C-proof sections
-from benchkit import no_signals, p50  # noqa: E402
+from benchkit import call, no_signals, p50  # noqa: E402
 
 from vifwire.fleetkit import keys  # noqa: E402
 from vifwire.fleetkit.etcd import Etcd, EtcdError  # noqa: E402
@@ -234,33 +233,6 @@ def tail(path: str, n: int = 2500) -> str:
         return ""
 
 
-# HTTP over the agent's Unix socket (a copy of tests/agent_fixtures.py's stdlib client)
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 60.0):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
-
-
-def call(sock: str, method: str, path: str, timeout: float = 60.0) -> tuple[int, Any]:
-    conn = UnixConnection(sock, timeout)
-    try:
-        conn.request(method, path)
-        resp = conn.getresponse()
-        payload = resp.read()
-        ctype = resp.getheader("Content-Type", "")
-        return resp.status, (json.loads(payload) if "json" in ctype else payload.decode())
-    finally:
-        conn.close()
-
-
 class Agent:
     """One fleet-mode ``vifwire agent`` (root namespace, wiring ``ns``), stopped by its PID.
     Every start logs to a file of its own, so a start's lines are easy to tell apart."""
@@ -340,7 +312,7 @@ class Agent:
 
     def metrics(self) -> dict[str, float]:
         """Every sample of GET /metrics, labels summed: name -> value."""
-        status, text = call(self.sock, "GET", "/metrics")
+        status, text = call(self.sock, "GET", "/metrics", timeout=60)
         out: dict[str, float] = {}
         if status != 200:
             return out
@@ -351,7 +323,7 @@ class Agent:
         return out
 
     def events(self) -> Counter:
-        status, body = call(self.sock, "GET", "/v1/events?since=0")
+        status, body = call(self.sock, "GET", "/v1/events?since=0", timeout=60)
         return Counter(e["type"] for e in body.get("events", [])) if status == 200 else Counter()
 
 
